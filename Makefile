@@ -1,0 +1,68 @@
+# halizard: the two commands that do everything are `make demo` and `make test`.
+#
+# `make` bootstraps two virtual environments: .venv (the machine's python3, 3.11 on Debian 12)
+# for development and the full test suite, and .venv36 (pyenv's 3.6.15, the Python of the
+# XCP-ng 8.3 / XenServer 8 dom0) for the runtime tests. Debian packages a step needs are
+# installed here too, so a fresh machine needs nothing else.
+
+PYTHON ?= python3
+PYTHON36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6.15/bin/python3.6) \
+                        $(shell command -v python3.6 2>/dev/null))
+VENV := .venv
+VENV36 := .venv36
+PY := $(VENV)/bin/python
+PY36 := $(VENV36)/bin/python
+REPORT ?= build/report
+SEEDS ?= 20
+DEBIAN_PACKAGES :=
+
+.PHONY: all demo test lint typecheck unit matrix test36 bench clean debian-packages
+
+all: test
+
+debian-packages:
+	@if [ -n "$(DEBIAN_PACKAGES)" ]; then \
+	  missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q $$missing; fi; \
+	fi
+
+$(VENV)/.stamp: requirements/dev.txt requirements/runtime.txt | debian-packages
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	touch $@
+
+$(VENV36)/.stamp: requirements/test-py36.txt requirements/runtime-py36.txt
+	@if [ -z "$(PYTHON36)" ]; then \
+	  echo "Python 3.6 not found: install pyenv's 3.6.15 or set PYTHON36=/path/to/python3.6" >&2; \
+	  exit 1; fi
+	$(PYTHON36) -m venv $(VENV36)
+	$(PY36) -m pip install -q --upgrade 'pip<22'
+	$(PY36) -m pip install -q -r requirements/test-py36.txt
+	touch $@
+
+demo: $(VENV)/.stamp
+	$(PY) -m halizard simulate --seeds $(SEEDS) --report $(REPORT)
+	@echo
+	@echo "Report written to $(abspath $(REPORT))/index.html"
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check halizard simulations tests
+
+typecheck: $(VENV)/.stamp
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.stamp
+	$(PY) -m pytest -q
+
+test36: $(VENV36)/.stamp
+	$(PY36) -m pytest -q -m "runtime" -p no:cacheprovider
+	$(PY36) -m halizard simulate --seeds 2
+
+test: lint typecheck unit test36
+
+bench: $(VENV)/.stamp
+	$(PY) -m simulations.bench
+
+clean:
+	rm -rf $(VENV) $(VENV36) build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from halizard.cli import main
+
+sys.exit(main())

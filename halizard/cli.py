@@ -1,0 +1,152 @@
+"""The `halizard` command.
+
+    halizard simulate [FILE_OR_DIR ...] [--seeds N] [--seed S] [--config FILE] [--json] [--report DIR]
+    halizard config validate FILE
+    halizard --version
+
+The exit status of `simulate` is 0 only when every scenario passed.
+"""
+import argparse
+import json
+import sys
+from typing import Any, Dict, Optional, Sequence
+
+from halizard import __version__
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _load_table(path: str) -> Dict[str, Any]:
+    from halizard.toml import TomlError, load_file
+
+    try:
+        return load_file(path)
+    except TomlError as exc:
+        raise SystemExit("%s: not valid TOML: %s" % (path, exc)) from None
+    except OSError as exc:
+        raise SystemExit("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from halizard.core.config import ConfigError, load_config
+    from halizard.core.timing import explain
+
+    table = _load_table(args.file)
+    try:
+        loaded = load_config(table, source=args.file)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILED
+    for warning in loaded.warnings:
+        print("warning: " + warning.render(args.file), file=sys.stderr)
+    print("%s: valid" % args.file)
+    print(explain(loaded.config))
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from simulations.matrix import BUILTIN_DIR, run_matrix, table, to_json
+    from simulations.runner import scenario_config
+    from simulations.scenario import ScenarioError, find_scenarios, load_scenario
+
+    base = None  # type: Optional[Dict[str, Any]]
+    base_source = "built-in configuration"
+    if args.config:
+        base = _load_table(args.config)
+        base_source = args.config
+    paths = find_scenarios(args.paths or [BUILTIN_DIR])
+    if not paths:
+        print("no scenario files found in %s" % ", ".join(args.paths), file=sys.stderr)
+        return EXIT_USAGE
+    scenarios = []
+    errors = []  # type: List[str]
+    for path in paths:
+        try:
+            scenario = load_scenario(path)
+            scenario_config(scenario, base, base_source)  # refuse unsafe timing before running
+            scenarios.append(scenario)
+        except ScenarioError as exc:
+            errors.append(str(exc))
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return EXIT_USAGE
+    ids = {}  # type: Dict[str, str]
+    for s in scenarios:
+        if s.id in ids:
+            print("%s: id %r is already used by %s" % (s.source, s.id, ids[s.id]), file=sys.stderr)
+            return EXIT_USAGE
+        ids[s.id] = s.source
+
+    summaries, wall = run_matrix(scenarios, seeds=args.seeds, seed=args.seed, base=base,
+                                 base_source=base_source, workers=args.jobs)
+    if args.json:
+        print(json.dumps(to_json(summaries, wall, args.config), indent=2, sort_keys=False))
+    else:
+        print(table(summaries, wall))
+        _print_failures(summaries, args.config)
+    if args.report:
+        from simulations.report import write_report
+
+        index = write_report(args.report, summaries, base, base_source, wall)
+        print("report: %s" % index, file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK if all(s.passed for s in summaries) else EXIT_FAILED
+
+
+def _print_failures(summaries: Sequence[Any], config_path: Optional[str]) -> None:
+    from simulations.matrix import replay_command
+
+    for s in summaries:
+        for r in s.runs:
+            if r.passed:
+                continue
+            print()
+            print("%s seed %d failed:" % (s.scenario.id, r.seed))
+            for v in r.violations:
+                print("  %s at %.1fs on %s: %s" % (v.invariant, v.t, v.host, v.detail))
+            for u in r.unmet:
+                print("  %s" % u)
+            print("  replay: %s" % replay_command(s.scenario, r.seed, config_path))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="halizard",
+                                     description="Two-node HA for XenServer and XCP-ng pools.")
+    parser.add_argument("--version", action="version", version="halizard %s" % __version__)
+    sub = parser.add_subparsers(dest="command")
+
+    sim = sub.add_parser("simulate", help="run failure scenarios against the real decision code "
+                                          "in a simulated two-host pool")
+    sim.add_argument("paths", nargs="*", metavar="FILE_OR_DIR",
+                     help="scenario files or directories (default: the built-in matrix)")
+    group = sim.add_mutually_exclusive_group()
+    group.add_argument("--seeds", type=int, metavar="N", help="runs per scenario (default: the "
+                       "scenario's [sweep] seeds, else 20)")
+    group.add_argument("--seed", type=int, metavar="S", help="run only this seed (replay)")
+    sim.add_argument("--config", metavar="FILE", help="replay with this halizard configuration "
+                     "file (a test plan for your pool); addresses are replaced by lab addresses")
+    sim.add_argument("--json", action="store_true", help="print the pinned JSON summary")
+    sim.add_argument("--report", metavar="DIR", help="write DIR/index.html with a timeline per "
+                     "scenario")
+    sim.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: CPUs)")
+    sim.set_defaults(func=cmd_simulate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command")
+    validate = config_sub.add_parser("validate", help="check a configuration file, print the "
+                                                      "timing inequalities with their numbers")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_config_validate)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_USAGE
+    if getattr(args, "seeds", None) is not None and args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    return int(args.func(args))

@@ -1,0 +1,595 @@
+"""decide(): one HA cycle, from what was observed to one decision. Pure.
+
+The ladder below is read top to bottom; the first rung that applies decides the mode. Each rung
+says why in one line, with the numbers, and that line is what the journal and the simulator's
+trace show.
+
+    1. isolated          a self-fence in progress is finished before anything else
+    2. lease lost        no contact with peer or gateway for lease_timeout: self-fence now
+    3. stop requested    planned shutdown: hand the master role over, then exit
+    4. HA off            pool switch off, or XenServer's own HA on: do nothing
+    5. self-fenced       wait for the peer; rejoining finds the master and yields if needed
+    6. starting          no contact yet: act on nothing
+    7. hold              lost peer and gateway but the lease still runs: start nothing new
+    8. maintenance       this host hands over and is emptied by the master
+    9. normal            peer visible: the master restarts halted protected VMs
+   10. survivor          peer silent, gateway visible: wait for proof, then take over
+"""
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+from halizard.core.config import Config
+from halizard.core.evidence import Facts, facts, record_probe
+from halizard.core.observe import Observation, task_outcome
+from halizard.core.placement import plan_starts
+from halizard.core.pool import HostView, settings_of
+from halizard.core.state import (
+    ACTING_MODES,
+    Attempt,
+    DaemonState,
+    Decision,
+    Mode,
+    Task,
+    check_transition,
+    evolve,
+)
+from halizard.effects import (
+    LOCAL,
+    LOCAL_SESSION,
+    POOL_SESSION,
+    DestroyGuests,
+    FenceOutcome,
+    FenceStarted,
+    GuestList,
+    StartFence,
+    WatchdogControl,
+    WatchdogResult,
+    XapiCall,
+    XapiResult,
+)
+
+HANDOVER_PATIENCE = 60.0  # seconds a requested hand-over, promotion or yield may take
+MAX_STARTS_PER_CYCLE = 8
+
+
+@dataclass(frozen=True)
+class Intent:
+    """Why an action was issued, so its result can be absorbed into the state."""
+
+    kind: str
+    vm: Optional[str] = None
+    host: Optional[str] = None
+    memory: int = 0
+
+
+@dataclass(frozen=True)
+class Step:
+    mode: Mode
+    reason: str
+    actions: Tuple[Any, ...] = ()
+    intents: Tuple[Intent, ...] = ()
+
+
+class _Cycle:
+    """The inputs of one decision, with helpers to build actions. Lives for one call."""
+
+    def __init__(self, config: Config, state: DaemonState, obs: Observation, f: Facts) -> None:
+        self.config = config
+        self.state = state
+        self.obs = obs
+        self.f = f
+        self.now = obs.now
+        self.valid_until = obs.now + config.probe_interval
+        self.actions = []  # type: List[Any]
+        self.intents = []  # type: List[Intent]
+
+    def xapi(self, intent: Intent, method: str, *args: Any, **kw: Any) -> None:
+        self.actions.append(
+            XapiCall(method, tuple(args), kw.get("address", LOCAL), kw.get("session", POOL_SESSION),
+                     self.config.xapi_timeout, self.valid_until)
+        )
+        self.intents.append(intent)
+
+    def step(self, mode: Mode, reason: str) -> Step:
+        return Step(mode, reason, tuple(self.actions), tuple(self.intents))
+
+
+def _fmt(seconds: float) -> str:
+    return "%.1fs" % seconds
+
+
+# --- absorbing what was observed ---------------------------------------------------------------
+
+
+def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> DaemonState:
+    s = record_probe(config, state, obs.probe)
+    changes = {"role": obs.role, "local_uuid": obs.role.host_uuid}  # type: Dict[str, Any]
+    if obs.guests is not None:
+        changes["guests"] = obs.guests.uuids if obs.guests.ok else None
+    if obs.view is not None:
+        settings = settings_of(obs.view)
+        changes["view"] = obs.view
+        changes["view_at"] = obs.now
+        if settings != s.settings:
+            changes["settings"] = settings
+            changes["settings_dirty"] = True
+            left = s.settings.maintenance - settings.maintenance
+            changes["reenable"] = (s.reenable | left) - settings.maintenance
+        enabled = frozenset(h.uuid for h in obs.view.hosts if h.enabled)
+        if s.reenable & enabled:
+            changes["reenable"] = changes.get("reenable", s.reenable) - enabled
+    elif obs.role.is_master and obs.view_error:
+        # The master's own database is unreachable: nothing in the old view may be acted on.
+        changes["view"] = None
+    if obs.peer_role is not None:
+        changes["peer_role"] = obs.peer_role
+        changes["peer_role_at"] = obs.now
+        changes["peer_guests"] = obs.peer_guests
+
+    if obs.tasks:
+        remaining = []  # type: List[Task]
+        attempts = {a.vm: a for a in s.attempts}
+        for task in s.tasks:
+            result = dict(obs.tasks).get(task.ref)
+            if result is None:
+                remaining.append(task)
+                continue
+            outcome, code = task_outcome(result)
+            if outcome == "pending" or (outcome == "unknown" and code in ("TIMEOUT", "STALE")):
+                if obs.now - task.started <= config.task_timeout:
+                    remaining.append(task)
+                continue
+            if task.kind in ("start", "migrate") and task.vm is not None:
+                if outcome == "success":
+                    attempts.pop(task.vm, None)
+                    changes["needs_sync"] = True
+                elif outcome == "failure":
+                    old = attempts.get(task.vm)
+                    failures = (old.failures if old else 0) + 1
+                    attempts[task.vm] = Attempt(task.vm, failures,
+                                                obs.now + config.start_retry_delay, code)
+            elif task.kind == "declare_dead":
+                if outcome == "success":
+                    changes["declared_dead_at"] = obs.now
+                    changes["needs_sync"] = True
+                elif code == "HOST_IS_LIVE":
+                    # xapi reached the peer: it is alive, whatever our probes say.
+                    changes["peer_dead"] = False
+                    changes["peer_dead_reason"] = ""
+                    changes["silence_floor"] = obs.now
+            elif task.kind == "sync" and outcome != "success":
+                changes["needs_sync"] = True
+        changes["tasks"] = tuple(remaining)
+        changes["attempts"] = tuple(attempts[k] for k in sorted(attempts))
+    elif obs.role.is_master is False and s.tasks:
+        changes["tasks"] = ()  # tasks live on a master's database; we are not one any more
+
+    for outcome in obs.fence:
+        if not isinstance(outcome, FenceOutcome) or outcome.job != s.fence_job:
+            continue
+        changes["fence_job"] = None
+        if outcome.action == "off" and outcome.result == "off":
+            changes["fence_action"] = "status"
+        elif outcome.action == "status" and outcome.result == "off":
+            changes["fence_confirmed_at"] = obs.now
+        else:
+            changes["fence_failures"] = s.fence_failures + 1
+            changes["fence_action"] = None
+            changes["fence_retry_after"] = obs.now + config.start_retry_delay
+
+    if s.mode is Mode.DISABLED:
+        # Silence observed while HA was off proves nothing: the peer was not self-fencing then.
+        changes["silence_floor"] = obs.now
+    return evolve(s, **changes)
+
+
+def absorb_results(
+    config: Config, state: DaemonState, decision: Decision, results: Tuple[Any, ...]
+) -> DaemonState:
+    """Fold the results of a decision's actions into the state."""
+    intents = decision.intents
+    changes = {}  # type: Dict[str, Any]
+    tasks = list(state.tasks)
+    attempts = {a.vm: a for a in state.attempts}
+    for intent, result in zip(intents, results):
+        if intent.kind in ("start", "migrate", "declare_dead", "sync"):
+            assert isinstance(result, XapiResult)
+            if result.ok and isinstance(result.value, str):
+                tasks.append(Task(result.value, intent.kind, intent.vm, intent.host,
+                                  intent.memory, decision.at))
+            elif intent.kind in ("start", "migrate") and intent.vm is not None:
+                if result.code != "STALE":
+                    old = attempts.get(intent.vm)
+                    attempts[intent.vm] = Attempt(intent.vm, (old.failures if old else 0) + 1,
+                                                  decision.at + config.start_retry_delay,
+                                                  result.code)
+            elif intent.kind == "sync":
+                changes["needs_sync"] = True
+            if intent.kind == "sync" and result.ok:
+                changes["needs_sync"] = False
+        elif intent.kind in ("promote", "yield", "handover"):
+            assert isinstance(result, XapiResult)
+            if result.ok:
+                changes[intent.kind + "_requested_at"] = decision.at
+        elif intent.kind in ("arm", "disarm"):
+            assert isinstance(result, WatchdogResult)
+            if result.ok:
+                changes["watchdog_armed"] = intent.kind == "arm"
+        elif intent.kind == "fence":
+            if isinstance(result, FenceStarted):
+                changes["fence_job"] = result.job
+        elif intent.kind == "destroy":
+            if isinstance(result, GuestList) and result.ok:
+                changes["guests"] = result.uuids
+    changes["tasks"] = tuple(tasks)
+    changes["attempts"] = tuple(attempts[k] for k in sorted(attempts))
+    return evolve(state, **changes)
+
+
+# --- the ladder ---------------------------------------------------------------------------------
+
+
+def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
+    s = absorb_observation(config, state, obs)
+    f = facts(config, s, obs.now)
+    c = _Cycle(config, s, obs, f)
+    step, s = _ladder(c, s)
+    check_transition(state.mode, step.mode)
+
+    if step.mode is not state.mode:
+        s = evolve(s, mode=step.mode, since=obs.now)
+    watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
+    actions = step.actions + watchdog_actions
+    intents = step.intents + watchdog_intents
+    acting = bool(s.role is not None and s.role.is_master and step.mode in ACTING_MODES)
+    return Decision(
+        at=obs.now,
+        wall=obs.wall,
+        mode=step.mode,
+        reason=step.reason,
+        actions=actions,
+        intents=intents,
+        state=s,
+        acting_master=acting,
+        peer_dead=s.peer_dead,
+        exit=step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs),
+    )
+
+
+def _stop_done(s: DaemonState, obs: Observation) -> bool:
+    if s.handover_requested_at is None:
+        return True
+    return not obs.role.is_master or obs.now - s.handover_requested_at > HANDOVER_PATIENCE
+
+
+def _ladder(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    f = c.f
+    config = c.config
+    ha_on = s.settings.ha_enabled and not s.settings.native_ha
+
+    if s.mode is Mode.ISOLATED:
+        return _self_fence(c, s, "self-fence in progress")
+    if ha_on and f.isolated and s.mode not in (Mode.SELF_FENCED, Mode.DISABLED):
+        if f.since_contact is None:
+            why = "no contact with peer or gateway since start %s ago" % _fmt(c.now - s.started_at)
+        else:
+            why = "no contact with peer or gateway for %s (lease_timeout %s)" % (
+                _fmt(f.since_contact), _fmt(config.lease_timeout))
+        return _self_fence(c, _forget_work(s), "isolated: " + why)
+    if c.obs.stop_requested:
+        return _stopping(c, s)
+    if not ha_on:
+        why = ("XenServer's own HA is enabled: halizard stands down" if s.settings.native_ha
+               else "HA is disabled for the pool")
+        return c.step(Mode.DISABLED, why), _forget_work(s)
+    if s.mode is Mode.SELF_FENCED:
+        if f.peer_visible:
+            return _rejoin(c, s)
+        if not (f.gateway_visible and f.lease_held):
+            return c.step(Mode.SELF_FENCED, "self-fenced; waiting for the peer or the gateway"), s
+        # Seeing only the gateway, a self-fenced host is a survivor like any other: its own
+        # guests are already dead, and the peer's silence is counted from the last evidence.
+    if s.mode is Mode.REJOINING:
+        return _rejoin(c, s)
+    if not f.lease_held:
+        return c.step(Mode.STARTING, "waiting for first contact with peer or gateway"), s
+    if not f.peer_visible and not f.gateway_visible:
+        mode = s.mode if s.mode is not Mode.DISABLED else Mode.STARTING
+        assert f.lease_expires is not None
+        return c.step(mode, "lost peer and gateway; self-fence in %s unless contact returns"
+                      % _fmt(f.lease_expires - c.now)), s
+    if s.local_uuid in s.settings.maintenance:
+        return _maintenance(c, s)
+    if f.peer_visible:
+        return _normal(c, s)
+    return _survivor(c, s)
+
+
+def _forget_work(s: DaemonState) -> DaemonState:
+    return evolve(s, peer_dead=False, peer_dead_reason="", fence_job=None, fence_action=None,
+                  fence_confirmed_at=None, promote_requested_at=None, tasks=(),
+                  declared_dead_at=None)
+
+
+def _self_fence(c: _Cycle, s: DaemonState, why: str) -> Tuple[Step, DaemonState]:
+    guests = s.guests
+    if guests is not None and not guests and c.obs.guests is not None and c.obs.guests.ok:
+        return c.step(Mode.SELF_FENCED, "self-fence complete: no guest domains run here"), s
+    c.actions.append(DestroyGuests(valid_until=c.now + c.config.watchdog_timeout,
+                                   timeout=c.config.watchdog_timeout))
+    c.intents.append(Intent("destroy"))
+    count = "unknown number of" if guests is None else str(len(guests))
+    return c.step(Mode.ISOLATED, "%s: destroying %s guest domains" % (why, count)), s
+
+
+def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    role = c.obs.role
+    peer = _peer_host(s)
+    acting = role.is_master and (s.mode in ACTING_MODES or s.mode is Mode.STOPPING)
+    if (acting and s.handover_requested_at is None and c.f.peer_visible and s.view is not None
+            and peer is not None and _host_healthy(s, peer)):
+        c.xapi(Intent("handover"), "pool.designate_new_master", peer.ref)
+        return c.step(Mode.STOPPING, "planned shutdown: handing the master role to %s"
+                      % peer.name), s
+    if s.handover_requested_at is not None and role.is_master and not _stop_done(s, c.obs):
+        return c.step(Mode.STOPPING, "planned shutdown: waiting for %s to become master"
+                      % (peer.name if peer else "the peer")), s
+    return c.step(Mode.STOPPING, "planned shutdown: watchdog disarmed, exiting"), s
+
+
+def _rejoin(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    role = c.obs.role
+    if role.is_master:
+        if s.peer_role is None:
+            return c.step(Mode.REJOINING, "peer visible; asking its xapi which role it has"), s
+        if s.peer_role == "master":
+            return c.step(Mode.REJOINING, _two_masters(c, s)), s
+        return c.step(Mode.NORMAL, "rejoined: this host is pool master, peer is %s"
+                      % s.peer_role), s
+    if c.obs.view is not None:
+        return c.step(Mode.NORMAL, "rejoined as slave of %s" % role.master_address), s
+    return c.step(Mode.REJOINING, "peer visible; waiting for the pool master %s to answer (%s)"
+                  % (role.master_address, c.obs.view_error or "not asked")), s
+
+
+def _two_masters(c: _Cycle, s: DaemonState) -> str:
+    """Both xapis act as pool master (a self-fenced master came back, or a partition healed).
+
+    Both hosts apply the same rule, so exactly one yields: the master running fewer guests
+    yields; on a tie, the higher host UUID yields. A self-fenced host has no guests, so it is
+    the one that yields to the host that took over. Yielding is pool.emergency_reset_master:
+    xapi then rejoins as slave and kills any duplicate domain (xenapi.md 4.5)."""
+    peer = _peer_host(s)
+    mine = len(s.guests) if s.guests is not None else None
+    theirs = s.peer_guests
+    if peer is None or mine is None or theirs is None:
+        return "two pool masters; counting guests on both before resolving"
+    if mine < theirs or (mine == theirs and (s.local_uuid or "") > peer.uuid):
+        if s.yield_requested_at is None or c.now - s.yield_requested_at > HANDOVER_PATIENCE:
+            c.xapi(Intent("yield"), "pool.emergency_reset_master", c.config.peer_addresses[0],
+                   session=LOCAL_SESSION)
+        return "two pool masters: yielding to %s (%d guests here, %d there)" % (
+            peer.name, mine, theirs)
+    return "two pool masters: %s must yield (%d guests here, %d there)" % (peer.name, mine, theirs)
+
+
+def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    role = c.obs.role
+    peer = _peer_host(s)
+    guests = len(s.guests) if s.guests is not None else -1
+    if role.is_master:
+        if s.view is None:
+            return c.step(Mode.MAINTENANCE, "in maintenance; pool database not readable"), s
+        if peer is not None and c.f.peer_visible and _host_healthy(s, peer):
+            if s.handover_requested_at is None or c.now - s.handover_requested_at > HANDOVER_PATIENCE:
+                c.xapi(Intent("handover"), "pool.designate_new_master", peer.ref)
+            return c.step(Mode.MAINTENANCE, "in maintenance: handing the master role to %s"
+                          % peer.name), s
+        return c.step(Mode.MAINTENANCE, "in maintenance but the peer cannot take the master "
+                      "role; staying master"), s
+    return c.step(Mode.MAINTENANCE, "in maintenance; %s guest domains still here"
+                  % ("unknown" if guests < 0 else guests)), s
+
+
+def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    s = evolve(s, peer_dead=False, peer_dead_reason="", fence_job=None, fence_action=None,
+               fence_confirmed_at=None, fence_failures=0, declared_dead_at=None,
+               promote_requested_at=None, handover_requested_at=None,
+               yield_requested_at=s.yield_requested_at if role_is_master(c) else None)
+    role = c.obs.role
+    if not role.is_master:
+        if s.peer_role == "slave":
+            return c.step(Mode.NORMAL, "peer visible, but the pool has no master (%s answers as "
+                          "a slave)" % role.master_address), s
+        return c.step(Mode.NORMAL, "peer visible; slave of %s" % role.master_address), s
+    if s.view is None:
+        return c.step(Mode.NORMAL, "peer visible; pool database not readable (%s)"
+                      % (c.obs.view_error or "no answer")), s
+    if s.peer_role == "master":
+        return c.step(Mode.NORMAL, _two_masters(c, s)), s
+    note = _master_duties(c, s, peer_healthy=True)
+    return c.step(Mode.NORMAL, "peer visible; " + note), s
+
+
+def role_is_master(c: _Cycle) -> bool:
+    return c.obs.role.is_master
+
+
+def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    f = c.f
+    config = c.config
+    role = c.obs.role
+    silence = f.silence
+    lost = "peer silent %s, gateway visible" % _fmt(silence)
+
+    # Proof that the peer's guests are dead.
+    if not s.peer_dead:
+        if config.fence_agent is not None:
+            s, note = _fence(c, s, silence)
+            if s.fence_confirmed_at is not None:
+                s = evolve(s, peer_dead=True, peer_dead_reason="fence agent confirmed the peer off")
+            elif note:
+                return c.step(Mode.SURVIVOR, "%s; %s" % (lost, note)), s
+        elif silence >= config.takeover_delay:
+            s = evolve(s, peer_dead=True, peer_dead_reason="its self-fence deadline passed (%s "
+                       "silent >= takeover_delay %s)" % (_fmt(silence),
+                                                          _fmt(config.takeover_delay)))
+
+    if not role.is_master:
+        may_promote = s.peer_dead if config.fence_agent is not None else (
+            silence >= config.promote_delay)
+        if not may_promote:
+            return c.step(Mode.SURVIVOR, "%s; promotion at %s" % (
+                lost, _fmt(config.promote_delay))), s
+        if s.promote_requested_at is None or c.now - s.promote_requested_at > HANDOVER_PATIENCE:
+            c.xapi(Intent("promote"), "pool.emergency_transition_to_master", session=LOCAL_SESSION)
+            return c.step(Mode.TAKEOVER if s.peer_dead else Mode.SURVIVOR,
+                          "%s: promoting this host to pool master" % lost), s
+        return c.step(Mode.TAKEOVER if s.peer_dead else Mode.SURVIVOR,
+                      "%s; waiting for xapi to restart as master" % lost), s
+
+    if s.view is None:
+        return c.step(Mode.TAKEOVER if s.peer_dead else Mode.SURVIVOR,
+                      "%s; pool database not readable (%s)" % (lost, c.obs.view_error or "no answer")), s
+    if not s.peer_dead:
+        return c.step(Mode.SURVIVOR, "%s; takeover at %s" % (lost, _fmt(config.takeover_delay))), s
+
+    peer = _peer_host(s)
+    view = s.view
+    stranded = [v for v in view.vms if peer is not None and v.resident_on == peer.uuid and v.running]
+    declaring = any(t.kind == "declare_dead" for t in s.tasks)
+    if stranded and peer is not None and not declaring:
+        c.xapi(Intent("declare_dead", host=peer.uuid), "Async.host.declare_dead", peer.ref)
+        return c.step(Mode.TAKEOVER, "peer certainly dead (%s): clearing %d VM records on %s"
+                      % (s.peer_dead_reason, len(stranded), peer.name)), s
+    if stranded:
+        return c.step(Mode.TAKEOVER, "peer certainly dead: waiting for xapi to clear its VMs"), s
+    note = _master_duties(c, s, peer_healthy=False)
+    busy = bool(c.actions) or any(t.kind == "start" for t in s.tasks)
+    return c.step(Mode.TAKEOVER if busy else Mode.SURVIVOR,
+                  "peer certainly dead (%s); %s" % (s.peer_dead_reason, note)), s
+
+
+def _fence(c: _Cycle, s: DaemonState, silence: float) -> Tuple[DaemonState, str]:
+    """Drive the fence agent. Returns the state and a note while proof is still pending."""
+    config = c.config
+    due = config.peer_timeout + (0.0 if c.obs.role.is_master else config.fence_delay)
+    if silence < due:
+        return s, "fence at %s%s" % (_fmt(due), "" if c.obs.role.is_master
+                                     else " (slave waits fence_delay: tie-break)")
+    if s.fence_confirmed_at is not None:
+        return s, ""
+    if s.fence_job is not None:
+        return s, "fence agent running (%s)" % (s.fence_action or "off")
+    if c.now < s.fence_retry_after:
+        return s, "fence agent failed %d times; retrying" % s.fence_failures
+    action = s.fence_action or "off"
+    c.actions.append(StartFence(action, config.fence_timeout, c.valid_until))
+    c.intents.append(Intent("fence"))
+    return evolve(s, fence_action=action), "fencing the peer (%s)" % action
+
+
+def _peer_host(s: DaemonState) -> Optional[HostView]:
+    if s.view is None:
+        return None
+    for h in s.view.hosts:
+        if h.uuid != s.local_uuid:
+            return h
+    return None
+
+
+def _host_healthy(s: DaemonState, host: HostView) -> bool:
+    return host.enabled and host.live and host.uuid not in s.settings.maintenance
+
+
+def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
+    """What an acting master does every cycle: empty hosts in maintenance, re-enable hosts that
+    left it, restart halted protected VMs. Returns a short note for the decision's reason."""
+    view = s.view
+    assert view is not None
+    me = view.host(s.local_uuid)
+    peer = _peer_host(s)
+    notes = []  # type: List[str]
+    busy_vms = frozenset(t.vm for t in s.tasks if t.vm is not None)
+
+    if peer is not None and peer.uuid in s.settings.maintenance and me is not None:
+        moving = [v for v in view.vms if v.resident_on == peer.uuid and v.running]
+        for vm in moving:
+            if vm.uuid not in busy_vms and not vm.busy:
+                c.xapi(Intent("migrate", vm=vm.uuid, host=me.uuid, memory=vm.memory),
+                       "Async.VM.pool_migrate", vm.ref, me.ref, {"live": "true"})
+        if not moving and peer.enabled:
+            c.xapi(Intent("disable", host=peer.uuid), "host.disable", peer.ref)
+        notes.append("emptying %s for maintenance (%d VMs to move)" % (peer.name, len(moving)))
+
+    for host in (me, peer):
+        if (host is not None and not host.enabled and host.live
+                and host.uuid not in s.settings.maintenance
+                and host.uuid in s.reenable):
+            c.xapi(Intent("enable", host=host.uuid), "host.enable", host.ref)
+
+    healthy = []  # type: List[HostView]
+    for host in (me, peer):
+        if host is None or not _host_healthy(s, host):
+            continue
+        if host is peer and not peer_healthy:
+            continue
+        healthy.append(host)
+    healthy.sort(key=lambda h: h.name)
+    attempts = {a.vm: a for a in s.attempts}
+    pending = {}  # type: Dict[str, int]
+    for t in s.tasks:
+        if t.kind == "start" and t.host is not None:
+            pending[t.host] = pending.get(t.host, 0) + t.memory
+    plan = plan_starts(
+        view,
+        healthy,
+        in_flight=busy_vms,
+        failed_recently=frozenset(attempts),
+        in_backoff=frozenset(vm for vm, a in attempts.items() if c.now < a.retry_after),
+        pending_memory=pending,
+    )
+    for start in plan.starts[:MAX_STARTS_PER_CYCLE]:
+        c.xapi(Intent("start", vm=start.vm.uuid, host=start.host.uuid, memory=start.vm.memory),
+               "Async.VM.start_on", start.vm.ref, start.host.ref, False, False)
+    if plan.starts:
+        notes.append("starting %s" % ", ".join("%s on %s" % (st.vm.name, st.host.name)
+                                                for st in plan.starts[:MAX_STARTS_PER_CYCLE]))
+    if plan.no_capacity:
+        notes.append("no host has memory for %s" % ", ".join(plan.no_capacity))
+    if plan.waiting:
+        notes.append("waiting for start order: %s" % ", ".join(plan.waiting))
+    starting = [t for t in s.tasks if t.kind == "start"]
+    if starting:
+        notes.append("%d starts under way" % len(starting))
+    if s.needs_sync and not starting and not plan.starts and not any(
+            t.kind == "sync" for t in s.tasks):
+        c.xapi(Intent("sync"), "Async.pool.sync_database")
+    failing = [a for a in s.attempts if a.vm not in busy_vms]
+    if failing:
+        names = {v.uuid: v.name for v in view.vms}
+        notes.append("retrying %s" % ", ".join("%s (%d failures, %s)" % (
+            names.get(a.vm, a.vm), a.failures, a.last_error) for a in failing))
+    return "; ".join(notes) if notes else "all protected VMs running"
+
+
+def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode
+              ) -> Tuple[Tuple[Any, ...], Tuple[Intent, ...]]:
+    """Arm and feed only while the lease holds; disarm only when nothing needs protecting.
+
+    Feeding is what keeps guests alive on this host: it is refused (valid_until) as soon as the
+    lease has expired, even if the daemon stalled between deciding and feeding."""
+    ha_on = s.settings.ha_enabled and not s.settings.native_ha
+    guests_present = s.guests is None or len(s.guests) > 0
+    timeout = int(config.watchdog_timeout)
+    if not ha_on or (mode is Mode.STOPPING and f.lease_held) or (
+            not guests_present and mode is not Mode.ISOLATED):
+        if s.watchdog_armed:
+            return (WatchdogControl("disarm", timeout, f.now + config.probe_interval),), (
+                Intent("disarm"),)
+        return (), ()
+    if not f.lease_held or f.lease_expires is None:
+        return (), ()
+    if s.watchdog_armed:
+        return (WatchdogControl("feed", timeout, f.lease_expires),), (Intent("feed"),)
+    return (WatchdogControl("arm", timeout, f.lease_expires),), (Intent("arm"),)

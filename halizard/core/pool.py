@@ -1,0 +1,219 @@
+"""What the pool database says, reduced to what HA decisions need.
+
+The parsing here is pure: it turns the records returned by xapi's ``get_all_records`` calls
+(as the XenAPI binding returns them: ints as strings, refs as "OpaqueRef:...") into frozen views.
+Refs are only meaningful on the master that issued them; UUIDs are the stable identities.
+
+Pool-wide halizard settings live in the pool's ``other_config`` so both hosts, XenCenter and
+Xen Orchestra see the same values; each VM's restart policy lives in the VM's ``other_config``.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
+
+NULL_REF = "OpaqueRef:NULL"
+
+KEY_ENABLED = "halizard.enabled"
+KEY_DEFAULT_RESTART = "halizard.default-restart"
+KEY_MAINTENANCE_PREFIX = "halizard.maintenance."
+KEY_VM_RESTART = "halizard.restart"
+
+RESTART = "restart"
+BEST_EFFORT = "best-effort"
+NEVER = "never"
+POLICIES = (RESTART, BEST_EFFORT, NEVER)
+
+RUNNING_STATES = ("Running", "Paused")
+
+
+@dataclass(frozen=True)
+class HostView:
+    ref: str
+    uuid: str
+    name: str
+    address: str
+    enabled: bool
+    live: bool
+    memory_total: int
+    memory_overhead: int
+
+
+@dataclass(frozen=True)
+class VmView:
+    ref: str
+    uuid: str
+    name: str
+    power_state: str
+    resident_on: Optional[str]  # host uuid, or None
+    policy: str
+    order: int
+    start_delay: float
+    memory: int
+    busy: bool  # an operation is in progress on it
+
+    @property
+    def running(self) -> bool:
+        return self.power_state in RUNNING_STATES
+
+    @property
+    def protected(self) -> bool:
+        return self.policy != NEVER
+
+
+@dataclass(frozen=True)
+class PoolView:
+    master_uuid: Optional[str]
+    ha_enabled: bool  # halizard's switch
+    native_ha: bool  # XenServer's own HA: halizard stands down while it is on
+    maintenance: FrozenSet[str]  # host uuids
+    hosts: Tuple[HostView, ...]
+    vms: Tuple[VmView, ...]
+
+    def host(self, uuid: Optional[str]) -> Optional[HostView]:
+        for h in self.hosts:
+            if h.uuid == uuid:
+                return h
+        return None
+
+    def host_by_address(self, address: str) -> Optional[HostView]:
+        for h in self.hosts:
+            if h.address == address:
+                return h
+        return None
+
+    def vm(self, uuid: str) -> Optional[VmView]:
+        for v in self.vms:
+            if v.uuid == uuid:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The pool-wide settings a host keeps in its local cache, for when it cannot reach the
+    master."""
+
+    ha_enabled: bool = False
+    native_ha: bool = False
+    maintenance: FrozenSet[str] = frozenset()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "ha_enabled": self.ha_enabled,
+            "native_ha": self.native_ha,
+            "maintenance": sorted(self.maintenance),
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> "Settings":
+        try:
+            return Settings(
+                ha_enabled=bool(data.get("ha_enabled", False)),
+                native_ha=bool(data.get("native_ha", False)),
+                maintenance=frozenset(str(u) for u in data.get("maintenance", ())),
+            )
+        except (TypeError, AttributeError):
+            return Settings()
+
+
+def settings_of(view: PoolView) -> Settings:
+    return Settings(view.ha_enabled, view.native_ha, view.maintenance)
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _float(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).lower() == "true"
+
+
+class PoolParseError(ValueError):
+    """Records that do not have the shape xapi gives them (a garbage reply)."""
+
+
+def parse_pool(
+    pools: Mapping[str, Any],
+    hosts: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    vms: Mapping[str, Any],
+) -> PoolView:
+    """Build a PoolView from ``pool``, ``host``, ``host_metrics`` and ``VM`` get_all_records."""
+    try:
+        if len(pools) != 1:
+            raise PoolParseError("expected exactly one pool object, got %d" % len(pools))
+        pool = next(iter(pools.values()))
+        other = pool.get("other_config") or {}
+        host_uuid_by_ref = {}  # type: Dict[str, str]
+        host_views = []
+        for ref in sorted(hosts):
+            rec = hosts[ref]
+            m = metrics.get(rec.get("metrics", NULL_REF), {})
+            host_uuid_by_ref[ref] = rec["uuid"]
+            host_views.append(
+                HostView(
+                    ref=ref,
+                    uuid=rec["uuid"],
+                    name=rec.get("name_label", ""),
+                    address=rec.get("address", ""),
+                    enabled=_bool(rec.get("enabled", False)),
+                    live=_bool(m.get("live", False)),
+                    memory_total=_int(m.get("memory_total")),
+                    memory_overhead=_int(rec.get("memory_overhead")),
+                )
+            )
+        default_policy = other.get(KEY_DEFAULT_RESTART, NEVER)
+        if default_policy not in POLICIES:
+            default_policy = NEVER
+        vm_views = []
+        for ref in sorted(vms):
+            rec = vms[ref]
+            if _bool(rec.get("is_control_domain")) or _bool(rec.get("is_a_template")) or _bool(
+                rec.get("is_a_snapshot")
+            ):
+                continue
+            vm_other = rec.get("other_config") or {}
+            policy = vm_other.get(KEY_VM_RESTART, default_policy)
+            if policy not in POLICIES:
+                policy = NEVER
+            resident = rec.get("resident_on", NULL_REF)
+            vm_views.append(
+                VmView(
+                    ref=ref,
+                    uuid=rec["uuid"],
+                    name=rec.get("name_label", ""),
+                    power_state=rec.get("power_state", "Halted"),
+                    resident_on=host_uuid_by_ref.get(resident),
+                    policy=policy,
+                    order=_int(rec.get("order")),
+                    start_delay=_float(rec.get("start_delay")),
+                    memory=_int(rec.get("memory_static_max")),
+                    busy=bool(rec.get("current_operations")),
+                )
+            )
+        maintenance = frozenset(
+            key[len(KEY_MAINTENANCE_PREFIX):]
+            for key, value in other.items()
+            if key.startswith(KEY_MAINTENANCE_PREFIX) and _bool(value)
+        )
+        return PoolView(
+            master_uuid=host_uuid_by_ref.get(pool.get("master", NULL_REF)),
+            ha_enabled=_bool(other.get(KEY_ENABLED, "false")),
+            native_ha=_bool(pool.get("ha_enabled", False)),
+            maintenance=maintenance,
+            hosts=tuple(host_views),
+            vms=tuple(sorted(vm_views, key=lambda v: (v.name, v.uuid))),
+        )
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise PoolParseError("malformed pool records: %r" % (exc,)) from None

@@ -1,0 +1,207 @@
+"""The timing rules both hosts agree on, and the inequalities that make them safe.
+
+Notation (seconds on monotonic clocks; rho is the largest clock-rate error, from max_drift_ppm):
+
+    Wp  probe window     = (probe_count - 1) * probe_spacing + probe_timeout
+    C   longest cycle    = max(probe_interval, max(Wp, xapi_timeout) + xapi_timeout)
+                           (probe and xapi reads run in parallel, then one batch of actions)
+    K   detection skew   = C + probe_timeout
+                           how much later than the survivor's last evidence of the peer the peer
+                           itself may still have had contact with someone: the peer probes at
+                           least once per cycle, and one-way latency stays under probe_timeout/2
+    I   lease_timeout    an isolated host self-fences once it has had no contact for I
+    W   watchdog_timeout the watchdog is fed only while the lease is held, so a hung isolated
+                           host is reset at most W after its lease expired
+
+Main inequality (the survivor's takeover delay T):
+
+    T > (1 + rho) * (K + (I + W) / (1 - rho)) + safety_margin
+
+Proof sketch: let x be the isolated host's last contact with anyone. It records contact at the
+*start* of the round that saw it, so its lease expires by x + I/(1-rho) in true time; the
+watchdog, fed only while the lease holds (checked again at the moment of feeding), resets the
+host by x + (I + W)/(1 - rho). The survivor records its evidence of the peer at the *end* of the
+round, r >= x - K, and acts only when its own clock shows T since then, which is at least
+r + T/(1 + rho) in true time. The inequality makes that later than the guests' certain death.
+
+Promotion (a slave becoming pool master) needs only the isolated master to have stopped acting
+as master, which it does at the first cycle after its lease expires:
+
+    promote_delay > (1 + rho) * (K + I / (1 - rho) + C) + safety_margin
+
+The remaining rules keep healthy hosts quiet: the watchdog outlasts a cycle, the lease and the
+peer timeout outlast the gap between two rounds, and with a fence agent the non-master waits long
+enough for the master's fence to land first.
+"""
+from dataclasses import dataclass
+from typing import List, Tuple
+
+from halizard.core.config import Config, Problem
+from halizard.core.units import format_duration
+
+
+@dataclass(frozen=True)
+class TimingBounds:
+    rho: float
+    probe_window: float
+    cycle_max: float
+    skew: float
+    takeover_required: float
+    promote_required: float
+    watchdog_required: float
+    lease_required: float
+    peer_timeout_required: float
+    fence_delay_required: float
+    isolation_tolerance: float
+    freeze_tolerance: float
+
+
+def bounds(config: Config) -> TimingBounds:
+    rho = config.max_drift_ppm * 1e-6
+    window = config.probe_window
+    cycle = max(config.probe_interval, max(window, config.xapi_timeout) + config.xapi_timeout)
+    skew = cycle + config.probe_timeout
+    margin = config.safety_margin
+    stretch = (1.0 + rho) / (1.0 - rho)
+    return TimingBounds(
+        rho=rho,
+        probe_window=window,
+        cycle_max=cycle,
+        skew=skew,
+        takeover_required=(1.0 + rho)
+        * (skew + (config.lease_timeout + config.watchdog_timeout) / (1.0 - rho))
+        + margin,
+        promote_required=(1.0 + rho) * (skew + config.lease_timeout / (1.0 - rho) + cycle) + margin,
+        watchdog_required=cycle * stretch + margin,
+        lease_required=cycle * stretch + margin,
+        peer_timeout_required=cycle * stretch + margin,
+        fence_delay_required=config.fence_timeout + skew + margin,
+        # Shortest isolation, freeze or stall that may cause a self-fence or watchdog reset:
+        # anything shorter never does. The oracle uses these to classify fences.
+        isolation_tolerance=(config.lease_timeout - cycle) / (1.0 + rho),
+        freeze_tolerance=(config.watchdog_timeout - cycle) / (1.0 + rho),
+    )
+
+
+def _f(value: float) -> str:
+    return "%.3fs" % value
+
+
+def check_timing(config: Config) -> List[Tuple[str, Problem]]:
+    """Every timing rule as ("error" | "warning", Problem), each with its numbers."""
+    b = bounds(config)
+    out = []  # type: List[Tuple[str, Problem]]
+    margin = config.safety_margin
+
+    for key in ("probe_interval", "probe_spacing", "probe_timeout", "peer_timeout",
+                "lease_timeout", "watchdog_timeout", "promote_delay", "takeover_delay",
+                "xapi_timeout", "task_timeout", "fence_timeout"):
+        if getattr(config, key) <= 0:
+            out.append(("error", Problem(key, "must be longer than zero")))
+    if out:
+        return out
+
+    if config.watchdog_timeout != int(config.watchdog_timeout):
+        out.append(("error", Problem(
+            "watchdog_timeout", "must be whole seconds (the Linux watchdog takes integer seconds), "
+            "got %s" % format_duration(config.watchdog_timeout))))
+
+    if not config.takeover_delay > b.takeover_required:
+        out.append(("error", Problem(
+            "takeover_delay",
+            "unsafe: the survivor could restart VMs while the isolated host may still run them.\n"
+            "  need takeover_delay > (1 + rho) * (skew + (lease_timeout + watchdog_timeout) / (1 - rho))"
+            " + safety_margin\n"
+            "       %s > (1 + %g) * (%s + (%s + %s) / (1 - %g)) + %s = %s\n"
+            "  raise takeover_delay or lower lease_timeout / watchdog_timeout"
+            % (_f(config.takeover_delay), b.rho, _f(b.skew), _f(config.lease_timeout),
+               _f(config.watchdog_timeout), b.rho, _f(margin), _f(b.takeover_required)))))
+
+    if not config.promote_delay > b.promote_required:
+        out.append(("error", Problem(
+            "promote_delay",
+            "unsafe: a slave could become pool master while the isolated master still acts as one.\n"
+            "  need promote_delay > (1 + rho) * (skew + lease_timeout / (1 - rho) + cycle) + safety_margin\n"
+            "       %s > (1 + %g) * (%s + %s / (1 - %g) + %s) + %s = %s"
+            % (_f(config.promote_delay), b.rho, _f(b.skew), _f(config.lease_timeout), b.rho,
+               _f(b.cycle_max), _f(margin), _f(b.promote_required)))))
+
+    if config.promote_delay > config.takeover_delay:
+        out.append(("error", Problem(
+            "promote_delay", "must not exceed takeover_delay (%s > %s): a slave survivor must be "
+            "pool master before it can take over" % (_f(config.promote_delay),
+                                                     _f(config.takeover_delay)))))
+
+    if not config.watchdog_timeout > b.watchdog_required:
+        out.append(("error", Problem(
+            "watchdog_timeout",
+            "too short: a healthy host would be reset between two feeds.\n"
+            "  need watchdog_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
+            % (_f(config.watchdog_timeout), _f(b.watchdog_required)))))
+
+    if not config.lease_timeout > b.lease_required:
+        out.append(("error", Problem(
+            "lease_timeout",
+            "too short: a host with working links could lose its lease between two rounds.\n"
+            "  need lease_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
+            % (_f(config.lease_timeout), _f(b.lease_required)))))
+
+    if not config.peer_timeout > b.peer_timeout_required:
+        out.append(("error", Problem(
+            "peer_timeout",
+            "too short: a healthy peer could look lost between two rounds.\n"
+            "  need peer_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
+            % (_f(config.peer_timeout), _f(b.peer_timeout_required)))))
+
+    if config.probe_timeout > config.probe_interval:
+        out.append(("error", Problem(
+            "probe_timeout", "must not exceed probe_interval (%s > %s)"
+            % (_f(config.probe_timeout), _f(config.probe_interval)))))
+
+    if config.fence_agent is not None:
+        if not config.fence_delay > b.fence_delay_required:
+            out.append(("error", Problem(
+                "fence_delay",
+                "too short for a deterministic tie-break: when the hosts lose each other but both "
+                "see the gateway, the master's fence must land before the slave fires its own.\n"
+                "  need fence_delay > fence_timeout + skew + safety_margin: %s > %s"
+                % (_f(config.fence_delay), _f(b.fence_delay_required)))))
+    elif len(config.peer_addresses) < 2:
+        out.append(("warning", Problem(
+            "peer_addresses",
+            "only one heartbeat path and no fence agent: if the two hosts lose each other while "
+            "both still reach the gateway (scenario N01: a broken inter-host link or switch ACL), "
+            "each will take over the other's VMs and they will run twice. Add a second heartbeat "
+            "path (peer_addresses on an independent network) or a fence_agent.")))
+    return out
+
+
+def explain(config: Config) -> str:
+    """A human-readable account of the timing rules with this configuration's numbers."""
+    b = bounds(config)
+    lines = [
+        "probe window            %s  ((probe_count - 1) * probe_spacing + probe_timeout)"
+        % _f(b.probe_window),
+        "longest cycle           %s" % _f(b.cycle_max),
+        "detection skew          %s" % _f(b.skew),
+        "takeover_delay          %s > %s required" % (_f(config.takeover_delay), _f(b.takeover_required)),
+        "promote_delay           %s > %s required" % (_f(config.promote_delay), _f(b.promote_required)),
+        "watchdog_timeout        %s > %s required" % (_f(config.watchdog_timeout), _f(b.watchdog_required)),
+        "lease_timeout           %s > %s required" % (_f(config.lease_timeout), _f(b.lease_required)),
+        "peer_timeout            %s > %s required" % (_f(config.peer_timeout), _f(b.peer_timeout_required)),
+        "isolation never fenced  when shorter than %s" % _f(b.isolation_tolerance),
+        "freeze never fenced     when shorter than %s" % _f(b.freeze_tolerance),
+    ]
+    if config.fence_agent is not None:
+        lines.append("fence_delay             %s > %s required"
+                     % (_f(config.fence_delay), _f(b.fence_delay_required)))
+    return "\n".join(lines)
+
+
+def reads_stale(config: Config, began: float, now: float) -> bool:
+    """True when a cycle's probe and reads took so much longer than they can (the process or
+    host was stalled or frozen meanwhile) that their answers are too old to decide on: the
+    loop then probes again instead of deciding. This is how a daemon re-validates after a
+    stall before it acts (invariant I5)."""
+    budget = max(config.probe_window, config.xapi_timeout) + config.probe_interval
+    return now - began > budget

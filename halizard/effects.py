@@ -1,0 +1,248 @@
+"""The effect vocabulary: what the daemon loop asks its environment to do, and the answers.
+
+The loop (halizard.loop) is a generator that yields these effects and receives their results.
+The real executor performs them on a XenServer host; the simulator performs them against a
+virtual world. Both obey the same contract, written here once:
+
+* Every effect that changes something outside the daemon carries ``valid_until``, a time on the
+  host's monotonic clock. An executor must refuse such an effect with ``STALE`` when its own
+  monotonic clock has passed that time. This is how a daemon that was frozen or stalled between
+  deciding and acting re-validates before it acts (invariant I5): a decision is only good for
+  the moment it was made. ``is_stale`` is the one implementation of that check.
+* Every effect that waits on the outside world carries a ``timeout``; no wait is unbounded.
+* Times are seconds as floats on the host's clocks: ``monotonic`` for every decision, ``wall``
+  only for human-readable logs.
+"""
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple, Union
+
+# --- Reading the world -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadClock:
+    """Read both clocks and whether a stop (planned shutdown, systemctl stop) was requested."""
+
+
+@dataclass(frozen=True)
+class Now:
+    monotonic: float
+    wall: float
+    stop_requested: bool = False
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Sleep until ``until`` on the monotonic clock (returns at once if already past)."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe round: ``count`` ICMP echo requests ``spacing`` apart to every address, in
+    parallel; replies are awaited until ``timeout`` after the last request was sent.
+
+    Besides the replies, the report tells for each peer address whether echo requests *from* the
+    peer arrived since the previous round (the peer's own probes of us): a passive heartbeat that
+    keeps the peer visible through heavy loss.
+    """
+
+    peer_addresses: Tuple[str, ...]
+    gateway_addresses: Tuple[str, ...]
+    count: int
+    spacing: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class PathReport:
+    address: str
+    replies: int
+    heard: bool = False
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """``started`` and ``finished`` bracket the round on the monotonic clock. ``heard_since`` is
+    when listening for the peer's requests began (the previous round's end, or process start)."""
+
+    started: float
+    finished: float
+    heard_since: float
+    peer: Tuple[PathReport, ...]
+    gateways: Tuple[PathReport, ...]
+
+
+@dataclass(frozen=True)
+class ReadPoolRole:
+    """Read this host's identity and xapi role from local files (the xensource inventory and
+    pool.conf): never blocks on xapi, works on an orphaned slave."""
+
+
+@dataclass(frozen=True)
+class PoolRole:
+    host_uuid: str
+    is_master: bool
+    master_address: Optional[str]  # None on a master
+
+
+@dataclass(frozen=True)
+class ListGuests:
+    """Ask the local toolstack (not xapi) which guest domains run on this host."""
+
+    timeout: float
+
+
+@dataclass(frozen=True)
+class GuestList:
+    uuids: Tuple[str, ...]
+    ok: bool = True  # False: the toolstack did not answer in time
+
+
+# --- Acting on the world -----------------------------------------------------------------------
+
+LOCAL = None  # XapiCall.address for this host's own xapi (its Unix socket)
+POOL_SESSION = "pool"  # session.login_with_password: full API on a master
+LOCAL_SESSION = "local"  # session.slave_local_login_with_password: emergency calls only
+
+
+@dataclass(frozen=True)
+class XapiCall:
+    """One XenAPI call. ``address`` None means this host's own xapi; otherwise the management
+    address of another host. The executor owns sessions (login, re-login on SESSION_INVALID);
+    ``session`` selects a pool session or a slave-local one. ``args`` exclude the session."""
+
+    method: str
+    args: Tuple[Any, ...] = ()
+    address: Optional[str] = LOCAL
+    session: str = POOL_SESSION
+    timeout: float = 1.0
+    valid_until: Optional[float] = None  # None: a read, safe at any time
+
+
+@dataclass(frozen=True)
+class XapiResult:
+    """``error`` is empty on success, else xapi's ErrorDescription list, or one of the transport
+    outcomes TIMEOUT, CONNECTION_REFUSED, UNREACHABLE, or STALE (refused before sending)."""
+
+    value: Any = None
+    error: Tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def code(self) -> str:
+        return self.error[0] if self.error else ""
+
+
+@dataclass(frozen=True)
+class DestroyGuests:
+    """Self-fence: destroy every guest domain through the local toolstack (``xl destroy``)."""
+
+    valid_until: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class WatchdogControl:
+    """``arm`` opens the device with ``timeout_s`` (opening counts as a feed), ``feed`` pings it,
+    ``disarm`` stops it with the magic close. Arm and feed are refused when stale."""
+
+    op: str  # "arm" | "feed" | "disarm"
+    timeout_s: int
+    valid_until: float
+
+
+@dataclass(frozen=True)
+class WatchdogResult:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StartFence:
+    """Start the fence agent against the peer in the background (``off`` or ``status``); the
+    outcome arrives later through CollectFenceResults. An agent runs at most ``timeout``."""
+
+    action: str
+    timeout: float
+    valid_until: float
+
+
+@dataclass(frozen=True)
+class FenceStarted:
+    job: int
+
+
+@dataclass(frozen=True)
+class CollectFenceResults:
+    """Outcomes of fence jobs that finished since the last collection."""
+
+
+@dataclass(frozen=True)
+class FenceOutcome:
+    job: int
+    action: str
+    result: str  # "off" | "on" | "failed" | "timeout" | "unreachable"
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Run several effects at once; the result is the tuple of their results, in order."""
+
+    effects: Tuple["Effect", ...]
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Log this cycle's decision (journal, systemd STATUS; the simulator's trace)."""
+
+    decision: Any
+
+
+@dataclass(frozen=True)
+class LoadState:
+    """Read the daemon's persisted state (a mapping), or None when there is none."""
+
+
+@dataclass(frozen=True)
+class SaveState:
+    data: Mapping[str, Any]
+
+
+Effect = Union[
+    ReadClock,
+    Sleep,
+    Probe,
+    ReadPoolRole,
+    ListGuests,
+    XapiCall,
+    DestroyGuests,
+    WatchdogControl,
+    StartFence,
+    CollectFenceResults,
+    Parallel,
+    Publish,
+    LoadState,
+    SaveState,
+]
+
+STALE = "STALE"
+TIMEOUT = "TIMEOUT"
+CONNECTION_REFUSED = "CONNECTION_REFUSED"
+UNREACHABLE = "UNREACHABLE"
+
+
+def is_stale(effect: Any, monotonic_now: float) -> bool:
+    """True when ``effect`` must be refused because its decision is out of date.
+
+    Both executors call this immediately before performing an effect; it is the I5 rule."""
+    valid_until = getattr(effect, "valid_until", None)
+    return valid_until is not None and monotonic_now > valid_until
+
+
+STALE_XAPI = XapiResult(error=(STALE,))
+STALE_WATCHDOG = WatchdogResult(ok=False, detail=STALE)

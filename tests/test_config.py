@@ -1,0 +1,121 @@
+import pytest
+
+from halizard.core.config import ConfigError, config_to_table, load_config
+from halizard.core.timing import bounds, check_timing, explain
+from halizard.core.units import UnitError, format_duration, parse_duration, parse_size
+
+BASE = {"peer_addresses": ["198.18.0.12"], "gateway_addresses": ["198.18.0.1"]}
+
+pytestmark = pytest.mark.runtime
+
+
+def load(**overrides):
+    table = dict(BASE)
+    table.update(overrides)
+    return load_config(table, source="/etc/halizard/halizard.toml")
+
+
+def test_defaults_are_valid_and_name_no_real_address():
+    loaded = load()
+    assert loaded.config.takeover_delay == 13.0
+    import dataclasses
+
+    from halizard.core.config import Config
+    for f in dataclasses.fields(Config):
+        default = f.default
+        assert "8.8" not in str(default)
+    with pytest.raises(ConfigError) as exc:
+        load_config({}, source="x.toml")
+    text = str(exc.value)
+    assert "x.toml: peer_addresses: required" in text
+    assert "x.toml: gateway_addresses: required" in text
+
+
+def test_errors_name_the_key_and_the_file():
+    with pytest.raises(ConfigError) as exc:
+        load(peer_timout="3s", probe_interval=1, gateway_policy="some")
+    text = str(exc.value)
+    assert "/etc/halizard/halizard.toml: peer_timout: unknown key (did you mean 'peer_timeout'?)" in text
+    assert "/etc/halizard/halizard.toml: probe_interval: expected a duration with a unit" in text
+    assert "gateway_policy: must be one of any, all, majority" in text
+
+
+def test_names_are_refused_as_addresses():
+    with pytest.raises(ConfigError) as exc:
+        load(gateway_addresses=["gateway.example"])
+    assert "gateway_addresses: 'gateway.example' is not an IP address" in str(exc.value)
+
+
+def test_unsafe_takeover_delay_is_refused_with_the_inequality_and_numbers():
+    with pytest.raises(ConfigError) as exc:
+        load(takeover_delay="12s", promote_delay="10s")
+    text = str(exc.value)
+    assert "takeover_delay: unsafe" in text
+    assert "12.000s > (1 + 0.0005) * (2.500s + (4.000s + 5.000s) / (1 - 0.0005)) + 1.000s = 12.510s" in text
+
+
+def test_longer_watchdog_needs_longer_takeover():
+    with pytest.raises(ConfigError):
+        load(watchdog_timeout="8s")
+    assert load(watchdog_timeout="8s", takeover_delay="16s").config.watchdog_timeout == 8.0
+
+
+def test_watchdog_timeout_must_be_whole_seconds():
+    with pytest.raises(ConfigError) as exc:
+        load(watchdog_timeout="5500ms", takeover_delay="20s")
+    assert "whole seconds" in str(exc.value)
+
+
+def test_n01_warning_without_second_path_or_fence_agent():
+    warnings = load().warnings
+    assert len(warnings) == 1 and warnings[0].key == "peer_addresses"
+    assert "N01" in warnings[0].message
+    assert not load(peer_addresses=["198.18.0.12", "198.18.1.12"]).warnings
+    assert not load(fence_agent="fence_ipmilan").warnings
+
+
+def test_fence_delay_must_let_the_master_fence_first():
+    with pytest.raises(ConfigError) as exc:
+        load(fence_agent="fence_ipmilan", fence_delay="5s")
+    assert "fence_delay: too short for a deterministic tie-break" in str(exc.value)
+
+
+def test_round_trip_through_a_table():
+    config = load(fence_agent="fence_ipmilan", fence_options={"ip": "198.18.5.5"}).config
+    again = load_config(config_to_table(config)).config
+    assert again == config
+
+
+def test_explain_lists_every_rule_with_numbers():
+    text = explain(load().config)
+    assert "takeover_delay          13.000s > 12.510s required" in text
+    assert "isolation never fenced" in text
+
+
+def test_tolerances_follow_the_configuration():
+    b = bounds(load().config)
+    assert b.cycle_max == 2.0
+    assert abs(b.isolation_tolerance - 2.0 / 1.0005) < 1e-9
+    assert check_timing(load().config)[0][0] == "warning"
+
+
+@pytest.mark.parametrize("text,seconds", [("250ms", 0.25), ("40s", 40.0), ("5m", 300.0),
+                                          ("1.5s", 1.5), ("2h", 7200.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["5", 5, "5 sec", "", "-1s", True])
+def test_bad_durations(bad):
+    with pytest.raises(UnitError):
+        parse_duration(bad)
+
+
+def test_sizes_and_formatting():
+    assert parse_size("4GiB") == 4 << 30
+    assert parse_size("512MiB") == 512 << 20
+    with pytest.raises(UnitError):
+        parse_size("4G")
+    assert format_duration(0.25) == "250ms"
+    assert format_duration(13.0) == "13s"
+    assert format_duration(600.0) == "10m"

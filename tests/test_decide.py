@@ -1,0 +1,275 @@
+"""The decision ladder, one rung at a time, with hand-built observations."""
+import pytest
+
+from halizard.core.config import load_config
+from halizard.core.decide import absorb_results, decide
+from halizard.core.observe import Observation
+from halizard.core.pool import HostView, PoolView, VmView
+from halizard.core.state import (
+    IllegalTransition,
+    Mode,
+    check_transition,
+    evolve,
+    initial_state,
+)
+from halizard.effects import (
+    DestroyGuests,
+    FenceOutcome,
+    FenceStarted,
+    GuestList,
+    PathReport,
+    PoolRole,
+    ProbeReport,
+    StartFence,
+    WatchdogControl,
+    WatchdogResult,
+    XapiCall,
+    XapiResult,
+)
+
+pytestmark = pytest.mark.runtime
+
+CFG = load_config({"peer_addresses": ["198.18.0.12"], "gateway_addresses": ["198.18.0.1"]}).config
+FENCED = load_config({"peer_addresses": ["198.18.0.12"], "gateway_addresses": ["198.18.0.1"],
+                      "fence_agent": "fence_ipmilan"}).config
+ME, PEER = "uuid-xs1", "uuid-xs2"
+GiB = 1 << 30
+
+
+def probe(t, peer=True, gw=True, heard=False):
+    return ProbeReport(
+        started=t - 0.4, finished=t - 0.05, heard_since=t - 1.4,
+        peer=(PathReport("198.18.0.12", 5 if peer else 0, heard),),
+        gateways=(PathReport("198.18.0.1", 5 if gw else 0),),
+    )
+
+
+def view(vms=(), enabled=True, ha=True, maintenance=()):
+    hosts = (
+        HostView("OpaqueRef:h1", ME, "xs1", "198.18.0.11", True, True, 64 * GiB, 4 * GiB),
+        HostView("OpaqueRef:h2", PEER, "xs2", "198.18.0.12", enabled, True, 64 * GiB, 4 * GiB),
+    )
+    return PoolView(ME, ha, False, frozenset(maintenance), hosts, tuple(vms))
+
+
+def vm(name, host, state="Running", policy="restart", order=0):
+    return VmView("OpaqueRef:" + name, "uuid-" + name, name, state, host, policy, order, 0.0, GiB,
+                  False)
+
+
+def obs(t, probe_report, master=True, pool=None, guests=("uuid-vm-a",), peer_role="slave",
+        stop=False, fence=()):
+    role = PoolRole(ME, master, None if master else "198.18.0.12")
+    return Observation(
+        cycle_start=t - 0.45, now=t, wall=1.7e9 + t, stop_requested=stop, role=role,
+        probe=probe_report, guests=GuestList(tuple(guests)), view=pool, view_error="",
+        peer_role=peer_role, peer_guests=None, tasks=(), fence=tuple(fence),
+    )
+
+
+def settle(config, state, observation, results=None):
+    """decide(), then absorb the given (or successful) results of its actions."""
+    decision = decide(config, state, observation)
+    outcomes = results if results is not None else tuple(_ok(a) for a in decision.actions)
+    return decision, absorb_results(config, decision.state, decision, outcomes)
+
+
+def _ok(action):
+    if isinstance(action, XapiCall):
+        async_call = action.method.startswith("Async.")
+        return XapiResult(value="OpaqueRef:task-" + action.method if async_call else "")
+    if isinstance(action, WatchdogControl):
+        return WatchdogResult(True)
+    if isinstance(action, DestroyGuests):
+        return GuestList(())
+    if isinstance(action, StartFence):
+        return FenceStarted(1)
+    return None
+
+
+def healthy(config=CFG, master=True, pool=None, until=10.0):
+    """A daemon that has run normally until ``until`` seconds."""
+    state = evolve(initial_state(0.0, {"settings": {"ha_enabled": True}}))
+    t = 1.0
+    while t <= until:
+        _, state = settle(config, state, obs(t, probe(t), master=master, pool=pool))
+        t += 1.0
+    return state
+
+
+def test_healthy_master_is_normal_and_feeds_the_watchdog_within_its_lease():
+    state = healthy(pool=view([vm("vm-a", ME), vm("vm-b", PEER)]))
+    decision = decide(CFG, state, obs(11.0, probe(11.0), pool=view([vm("vm-a", ME)])))
+    assert decision.mode is Mode.NORMAL and decision.acting_master
+    feeds = [a for a in decision.actions if isinstance(a, WatchdogControl)]
+    assert feeds and feeds[0].op == "feed"
+    # The feed is valid exactly until the lease ends: last contact (round start) + lease_timeout.
+    assert feeds[0].valid_until == pytest.approx(11.0 - 0.4 + CFG.lease_timeout)
+
+
+def test_lease_lost_means_self_fence_and_no_feed():
+    state = healthy()
+    t = 10.0
+    decision = None
+    while t < 20.0:
+        t += 1.0
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False, gw=False)))
+        if decision.mode is Mode.ISOLATED:
+            break
+    assert decision is not None and decision.mode is Mode.ISOLATED
+    assert any(isinstance(a, DestroyGuests) for a in decision.actions)
+    assert not any(isinstance(a, WatchdogControl) and a.op == "feed" for a in decision.actions)
+    assert not decision.acting_master
+    # isolated within (lease_timeout, lease_timeout + one cycle] of the last contact (9.6 s)
+    assert 9.6 + CFG.lease_timeout < t <= 9.6 + CFG.lease_timeout + 1.0
+    # next cycle: guests confirmed gone -> self-fenced; the watchdog is given up
+    decision, state = settle(CFG, state, obs(t + 1, probe(t + 1, peer=False, gw=False), guests=()))
+    assert decision.mode is Mode.SELF_FENCED
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["disarm"]
+
+
+def test_self_fence_is_irrevocable_even_if_contact_returns_at_once():
+    state = evolve(healthy(), mode=Mode.ISOLATED)
+    decision = decide(CFG, state, obs(11.0, probe(11.0)))
+    assert decision.mode is Mode.ISOLATED
+    assert any(isinstance(a, DestroyGuests) for a in decision.actions)
+
+
+def test_heard_requests_alone_keep_the_peer_visible():
+    state = healthy(until=5.0)
+    for t in range(6, 30):
+        decision, state = settle(CFG, state, obs(float(t), probe(float(t), peer=False, heard=True)))
+    assert decision.mode is Mode.NORMAL
+
+
+def test_slave_survivor_promotes_after_promote_delay_not_before():
+    state = healthy(master=False, until=10.0)
+    last_seen = 10.0 - 0.05
+    t = 10.0
+    promoted_at = None
+    while t < 30.0 and promoted_at is None:
+        t += 0.5
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False), master=False))
+        if any(isinstance(a, XapiCall) and a.method == "pool.emergency_transition_to_master"
+               for a in decision.actions):
+            promoted_at = t
+    assert promoted_at is not None
+    assert promoted_at - last_seen >= CFG.promote_delay
+    assert promoted_at - last_seen < CFG.promote_delay + 0.6
+
+
+def test_master_survivor_takes_over_after_takeover_delay():
+    pool = view([vm("vm-a", ME), vm("vm-b", PEER)])
+    state = healthy(pool=pool)
+    t = 10.0
+    while True:
+        t += 0.5
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False), pool=pool))
+        calls = [a.method for a in decision.actions if isinstance(a, XapiCall)]
+        if "Async.host.declare_dead" in calls:
+            break
+        assert t - 9.95 < CFG.takeover_delay, calls
+    assert t - 9.95 >= CFG.takeover_delay
+    assert decision.mode is Mode.TAKEOVER and decision.peer_dead
+    # After xapi cleared the records, the VM is halted and restarted here.
+    cleared = view([vm("vm-a", ME), vm("vm-b", None, state="Halted")])
+    decision, state = settle(CFG, state, obs(t + 1, probe(t + 1, peer=False), pool=cleared))
+    starts = [a for a in decision.actions if isinstance(a, XapiCall) and a.method == "Async.VM.start_on"]
+    assert [s.args[:2] for s in starts] == [("OpaqueRef:vm-b", "OpaqueRef:h1")]
+
+
+def test_no_takeover_without_the_gateway():
+    pool = view([vm("vm-a", ME), vm("vm-b", PEER)])
+    state = healthy(pool=pool)
+    for t in (11.0, 12.0, 13.0):
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False, gw=False), pool=pool))
+        assert not decision.peer_dead
+
+
+def test_fence_agent_master_fences_at_peer_timeout_slave_waits_fence_delay():
+    for master, due in ((True, FENCED.peer_timeout), (False, FENCED.peer_timeout + FENCED.fence_delay)):
+        state = healthy(config=FENCED, master=master, pool=view([vm("vm-b", PEER)]) if master else None)
+        t = 10.0
+        while True:
+            t += 0.25
+            decision, state = settle(FENCED, state, obs(t, probe(t, peer=False), master=master,
+                                                       pool=view([vm("vm-b", PEER)]) if master else None))
+            if any(isinstance(a, StartFence) for a in decision.actions):
+                break
+            assert t < 40
+        assert due <= t - 9.95 < due + 0.3
+
+
+def test_fence_confirmation_makes_the_peer_dead_and_failure_does_not():
+    pool = view([vm("vm-b", PEER)])
+    state = healthy(config=FENCED, pool=pool)
+    t = 15.0
+    decision, state = settle(FENCED, state, obs(t, probe(t, peer=False), pool=pool))
+    assert state.fence_job == 1
+    # the agent could not reach the BMC: no proof, no takeover, retry later
+    decision, state = settle(FENCED, state, obs(16.0, probe(16.0, peer=False), pool=pool,
+                                                fence=[FenceOutcome(1, "off", "unreachable")]))
+    assert not decision.peer_dead and state.fence_failures == 1
+    state = evolve(state, fence_retry_after=0.0, fence_job=2, fence_action="off")
+    decision, state = settle(FENCED, state, obs(17.0, probe(17.0, peer=False), pool=pool,
+                                                fence=[FenceOutcome(2, "off", "off")]))
+    state = evolve(state, fence_job=3)
+    decision, state = settle(FENCED, state, obs(18.0, probe(18.0, peer=False), pool=pool,
+                                                fence=[FenceOutcome(3, "status", "off")]))
+    assert decision.peer_dead and "fence agent confirmed" in decision.state.peer_dead_reason
+
+
+def test_two_masters_the_one_with_fewer_guests_yields():
+    pool = view([vm("vm-a", ME)])
+    state = evolve(healthy(pool=pool), peer_role="master")
+    o = obs(11.0, probe(11.0), pool=pool, guests=(), peer_role="master")
+    o = Observation(**dict(o.__dict__, peer_guests=2))
+    decision = decide(CFG, state, o)
+    assert any(isinstance(a, XapiCall) and a.method == "pool.emergency_reset_master"
+               for a in decision.actions)
+    o = Observation(**dict(o.__dict__, guests=GuestList(("a", "b", "c")), peer_guests=2))
+    decision = decide(CFG, state, o)
+    assert not any(isinstance(a, XapiCall) and a.method == "pool.emergency_reset_master"
+                   for a in decision.actions)
+
+
+def test_ha_disabled_disarms_and_does_nothing():
+    state = healthy()
+    assert state.watchdog_armed
+    off = view([vm("vm-b", None, state="Halted")], ha=False)
+    decision = decide(CFG, state, obs(11.0, probe(11.0), pool=off))
+    assert decision.mode is Mode.DISABLED
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["disarm"]
+    assert not any(isinstance(a, XapiCall) for a in decision.actions)
+
+
+def test_master_restarts_halted_protected_vms_by_order_and_never_others():
+    pool = view([
+        vm("db", None, state="Halted", order=1),
+        vm("app", None, state="Halted", order=2),
+        vm("scratch", None, state="Halted", policy="never"),
+    ])
+    state = healthy(pool=view([]))
+    decision = decide(CFG, state, obs(11.0, probe(11.0), pool=pool))
+    started = [a.args[0] for a in decision.actions if isinstance(a, XapiCall)
+               and a.method == "Async.VM.start_on"]
+    assert started == ["OpaqueRef:db"]  # app waits for db's start to finish
+
+
+def test_planned_stop_hands_the_master_role_over():
+    state = healthy(pool=view([vm("vm-a", ME)]))
+    decision = decide(CFG, state, obs(11.0, probe(11.0), pool=view([vm("vm-a", ME)]), stop=True))
+    assert decision.mode is Mode.STOPPING
+    calls = [a for a in decision.actions if isinstance(a, XapiCall)]
+    assert [c.method for c in calls] == ["pool.designate_new_master"]
+    assert not decision.exit
+
+
+def test_transition_table_forbids_leaving_isolated_except_to_self_fenced():
+    check_transition(Mode.ISOLATED, Mode.SELF_FENCED)
+    for mode in Mode:
+        if mode not in (Mode.ISOLATED, Mode.SELF_FENCED):
+            with pytest.raises(IllegalTransition):
+                check_transition(Mode.ISOLATED, mode)
+    with pytest.raises(IllegalTransition):
+        check_transition(Mode.SELF_FENCED, Mode.NORMAL)
