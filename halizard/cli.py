@@ -9,7 +9,7 @@ The exit status of `simulate` is 0 only when every scenario passed.
 import argparse
 import json
 import sys
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from halizard import __version__
 
@@ -51,7 +51,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.runner import scenario_config
     from simulations.scenario import ScenarioError, find_scenarios, load_scenario
 
-    base = None  # type: Optional[Dict[str, Any]]
+    base: Optional[Dict[str, Any]] = None
     base_source = "built-in configuration"
     if args.config:
         base = _load_table(args.config)
@@ -61,7 +61,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("no scenario files found in %s" % ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
     scenarios = []
-    errors = []  # type: List[str]
+    errors: List[str] = []
     for path in paths:
         try:
             scenario = load_scenario(path)
@@ -72,7 +72,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return EXIT_USAGE
-    ids = {}  # type: Dict[str, str]
+    ids: Dict[str, str] = {}
     for s in scenarios:
         if s.id in ids:
             print("%s: id %r is already used by %s" % (s.source, s.id, ids[s.id]), file=sys.stderr)

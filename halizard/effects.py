@@ -41,7 +41,9 @@ class Sleep:
 @dataclass(frozen=True)
 class Probe:
     """One probe round: ``count`` ICMP echo requests ``spacing`` apart to every address, in
-    parallel; replies are awaited until ``timeout`` after the last request was sent.
+    parallel; replies are awaited until ``timeout`` after the last request was sent (``peer_wait``
+    for the peer's replies: shorter when the peer is already silent, since a peer that is back
+    answers in milliseconds).
 
     Besides the replies, the report tells for each peer address whether echo requests *from* the
     peer arrived since the previous round (the peer's own probes of us): a passive heartbeat that
@@ -53,13 +55,20 @@ class Probe:
     count: int
     spacing: float
     timeout: float
+    peer_wait: float
 
 
 @dataclass(frozen=True)
 class PathReport:
+    """``last_at``: when the latest reply (or, for the peer, its latest request) was read, on the
+    monotonic clock; the prober reads as packets arrive during the round, so this is an upper
+    bound of the arrival, close to it. Packets that arrived between rounds are read (and
+    stamped) at the start of the next round."""
+
     address: str
     replies: int
     heard: bool = False
+    last_at: Optional[float] = None
 
 
 @dataclass(frozen=True)

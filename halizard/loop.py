@@ -14,9 +14,10 @@ One cycle:
     decide                                  (pure: halizard.core.decide)
     publish the decision                    (one log line per cycle)
     perform the decision's actions          (in parallel)
-    sleep until the next cycle is due
+    sleep until the next cycle is due       (the decision says when: the cadence, or sooner
+                                             when a deadline such as the takeover falls due)
 """
-from typing import Any, Generator, Tuple
+from typing import Any, Generator
 
 from halizard.core.config import Config
 from halizard.core.decide import absorb_results, decide
@@ -25,7 +26,9 @@ from halizard.core.state import DaemonState, Decision, evolve, initial_state
 from halizard.core.timing import reads_stale
 from halizard.effects import (
     LoadState,
+    Now,
     Parallel,
+    PoolRole,
     Publish,
     ReadClock,
     ReadPoolRole,
@@ -39,28 +42,32 @@ Loop = Generator[Any, Any, None]
 def run(config: Config) -> Loop:
     """The daemon. The generator ends only after a planned stop."""
     saved = yield LoadState()
-    start = yield ReadClock()  # type: Now
+    start: Now
+    start = yield ReadClock()
     state = initial_state(start.monotonic, saved)
     while True:
-        decision, begun = yield from cycle(config, state)
+        decision = yield from cycle(config, state)
         state = decision.state
         if state.settings_dirty:
             yield SaveState({"settings": state.settings.to_dict()})
             state = evolve(state, settings_dirty=False)
         if decision.exit:
             return
-        yield Sleep(until=begun + config.probe_interval)
+        yield Sleep(until=decision.next_cycle)
 
 
-def cycle(config: Config, state: DaemonState) -> Generator[Any, Any, Tuple[Decision, float]]:
-    """One HA cycle: observe, decide, publish, act. Returns the decision (carrying the new
-    state) and the monotonic time the cycle began."""
+def cycle(config: Config, state: DaemonState) -> Generator[Any, Any, Decision]:
+    """One HA cycle: observe, decide, publish, act. Returns the decision, which carries the new
+    state and when the next cycle is due."""
     while True:
-        begin = yield ReadClock()  # type: Now
-        role = yield ReadPoolRole()  # type: PoolRole
+        begin: Now
+        begin = yield ReadClock()
+        role: PoolRole
+        role = yield ReadPoolRole()
         plan = plan_reads(config, state, role, begin.monotonic)
         results = yield Parallel(plan.effects)
-        now = yield ReadClock()  # type: Now
+        now: Now
+        now = yield ReadClock()
         if not reads_stale(config, begin.monotonic, now.monotonic):
             break
         # Stalled or frozen while probing: these answers are too old to decide on. Probe again.
@@ -75,6 +82,6 @@ def cycle(config: Config, state: DaemonState) -> Generator[Any, Any, Tuple[Decis
             at=decision.at, wall=decision.wall, mode=decision.mode, reason=decision.reason,
             actions=decision.actions, intents=decision.intents, state=state,
             acting_master=decision.acting_master, peer_dead=decision.peer_dead,
-            exit=decision.exit,
+            exit=decision.exit, next_cycle=decision.next_cycle,
         )
-    return decision, begin.monotonic
+    return decision

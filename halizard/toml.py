@@ -4,7 +4,7 @@ The writer covers what halizard writes (configurations and scenario files): stri
 booleans, lists of scalars, tables, lists of tables. It is not a general TOML serializer.
 """
 import json
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, List, Mapping
 
 try:
     import tomllib as _toml  # type: ignore[import-not-found,unused-ignore]
@@ -15,12 +15,12 @@ TomlError = _toml.TOMLDecodeError
 
 
 def loads(text: str) -> Dict[str, Any]:
-    return _toml.loads(text)  # type: ignore[no-any-return]
+    return dict(_toml.loads(text))
 
 
 def load_file(path: str) -> Dict[str, Any]:
     with open(path, "rb") as handle:
-        return _toml.loads(handle.read().decode("utf-8"))  # type: ignore[no-any-return]
+        return loads(handle.read().decode("utf-8"))
 
 
 def _scalar(value: Any) -> str:
@@ -44,8 +44,8 @@ def _key(key: str) -> str:
 
 
 def dumps(data: Mapping[str, Any]) -> str:
-    lines = []  # type: List[str]
-    tables = []  # type: List[Any]
+    lines: List[str] = []
+    tables: List[Any] = []
     for key, value in data.items():
         if isinstance(value, Mapping):
             tables.append((key, value, False))

@@ -17,7 +17,7 @@ def load(**overrides):
 
 def test_defaults_are_valid_and_name_no_real_address():
     loaded = load()
-    assert loaded.config.takeover_delay == 13.0
+    assert loaded.config.takeover_delay == 12.0
     import dataclasses
 
     from halizard.core.config import Config
@@ -48,10 +48,10 @@ def test_names_are_refused_as_addresses():
 
 def test_unsafe_takeover_delay_is_refused_with_the_inequality_and_numbers():
     with pytest.raises(ConfigError) as exc:
-        load(takeover_delay="12s", promote_delay="10s")
+        load(takeover_delay="11300ms")
     text = str(exc.value)
     assert "takeover_delay: unsafe" in text
-    assert "12.000s > (1 + 0.0005) * (2.500s + (4.000s + 5.000s) / (1 - 0.0005)) + 1.000s = 12.510s" in text
+    assert "11.300s > (1 + 0.0005) * (1.300s + (4.000s + 5.000s) / (1 - 0.0005)) + 1.000s = 11.310s" in text
 
 
 def test_longer_watchdog_needs_longer_takeover():
@@ -88,14 +88,14 @@ def test_round_trip_through_a_table():
 
 def test_explain_lists_every_rule_with_numbers():
     text = explain(load().config)
-    assert "takeover_delay          13.000s > 12.510s required" in text
+    assert "takeover_delay          12.000s > 11.310s required" in text
     assert "isolation never fenced" in text
 
 
 def test_tolerances_follow_the_configuration():
     b = bounds(load().config)
-    assert b.cycle_max == 2.0
-    assert abs(b.isolation_tolerance - 2.0 / 1.0005) < 1e-9
+    assert b.cycle_max == 1.0
+    assert abs(b.isolation_tolerance - 3.0 / 1.0005) < 1e-9
     assert check_timing(load().config)[0][0] == "warning"
 
 

@@ -273,3 +273,22 @@ def test_transition_table_forbids_leaving_isolated_except_to_self_fenced():
                 check_transition(Mode.ISOLATED, mode)
     with pytest.raises(IllegalTransition):
         check_transition(Mode.SELF_FENCED, Mode.NORMAL)
+
+
+def test_next_cycle_is_never_later_than_the_cadence_or_a_pending_deadline():
+    pool = view([vm("vm-a", ME), vm("vm-b", PEER)])
+    state = healthy(pool=pool)
+    # A cycle that began long ago (it overran): the next one is due at once, not at the lease.
+    late = obs(20.0, probe(20.0), pool=pool)
+    late = Observation(**dict(late.__dict__, cycle_start=15.0))
+    decision = decide(CFG, state, late)
+    assert decision.next_cycle <= 20.0
+    # A survivor wakes exactly when its takeover falls due, not up to a cycle later: here the
+    # deadline comes before this cycle's cadence (cycle start + probe_interval).
+    t, seen = 10.0, 9.95
+    while True:
+        t += 0.5
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False), pool=pool))
+        if t < seen + CFG.takeover_delay < (t - 0.45) + CFG.probe_interval:
+            break
+    assert decision.next_cycle == pytest.approx(seen + CFG.takeover_delay)

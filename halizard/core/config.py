@@ -36,16 +36,16 @@ class Config:
     gateway_policy: str = "any"
     probe_interval: float = 1.0
     probe_count: int = 5
-    probe_spacing: float = 0.1
-    probe_timeout: float = 0.5
+    probe_spacing: float = 0.05
+    probe_timeout: float = 0.3
     peer_timeout: float = 4.0
     lease_timeout: float = 4.0
     watchdog_timeout: float = 5.0
-    promote_delay: float = 10.0
-    takeover_delay: float = 13.0
+    promote_delay: float = 7.5
+    takeover_delay: float = 12.0
     max_drift_ppm: float = 500.0
     safety_margin: float = 1.0
-    xapi_timeout: float = 1.0
+    xapi_timeout: float = 0.5
     task_timeout: float = 120.0
     start_retry_delay: float = 5.0
     fence_agent: Optional[FenceAgent] = None
@@ -121,8 +121,8 @@ def load_config(data: Mapping[str, Any], source: str = "<config>") -> Loaded:
     Raises ConfigError listing every problem. Warnings (for example the N01 topology caveat)
     come back with the configuration: they are for the operator, not reasons to refuse.
     """
-    problems = []  # type: List[Problem]
-    values = {}  # type: Dict[str, Any]
+    problems: List[Problem] = []
+    values: Dict[str, Any] = {}
 
     for key in sorted(data):
         if key not in _KNOWN:
@@ -229,7 +229,7 @@ def load_config(data: Mapping[str, Any], source: str = "<config>") -> Loaded:
 
 def config_to_table(config: Config) -> Dict[str, Any]:
     """The TOML table that loads back into ``config`` (durations written with units)."""
-    table = {}  # type: Dict[str, Any]
+    table: Dict[str, Any] = {}
     for f in fields(Config):
         value = getattr(config, f.name)
         if f.name in _DURATION_KEYS:

@@ -16,7 +16,7 @@ trace show.
    10. survivor          peer silent, gateway visible: wait for proof, then take over
 """
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from halizard.core.config import Config
 from halizard.core.evidence import Facts, facts, record_probe
@@ -80,8 +80,8 @@ class _Cycle:
         self.f = f
         self.now = obs.now
         self.valid_until = obs.now + config.probe_interval
-        self.actions = []  # type: List[Any]
-        self.intents = []  # type: List[Intent]
+        self.actions: List[Any] = []
+        self.intents: List[Intent] = []
 
     def xapi(self, intent: Intent, method: str, *args: Any, **kw: Any) -> None:
         self.actions.append(
@@ -103,7 +103,7 @@ def _fmt(seconds: float) -> str:
 
 def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> DaemonState:
     s = record_probe(config, state, obs.probe)
-    changes = {"role": obs.role, "local_uuid": obs.role.host_uuid}  # type: Dict[str, Any]
+    changes: Dict[str, Any] = {"role": obs.role, "local_uuid": obs.role.host_uuid}
     if obs.guests is not None:
         changes["guests"] = obs.guests.uuids if obs.guests.ok else None
     if obs.view is not None:
@@ -127,7 +127,7 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
         changes["peer_guests"] = obs.peer_guests
 
     if obs.tasks:
-        remaining = []  # type: List[Task]
+        remaining: List[Task] = []
         attempts = {a.vm: a for a in s.attempts}
         for task in s.tasks:
             result = dict(obs.tasks).get(task.ref)
@@ -188,7 +188,7 @@ def absorb_results(
 ) -> DaemonState:
     """Fold the results of a decision's actions into the state."""
     intents = decision.intents
-    changes = {}  # type: Dict[str, Any]
+    changes: Dict[str, Any] = {}
     tasks = list(state.tasks)
     attempts = {a.vm: a for a in state.attempts}
     for intent, result in zip(intents, results):
@@ -241,7 +241,9 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
-    acting = bool(s.role is not None and s.role.is_master and step.mode in ACTING_MODES)
+    # A stopping master still holds the role until its hand-over completes.
+    acting = bool(s.role is not None and s.role.is_master
+                  and (step.mode in ACTING_MODES or step.mode is Mode.STOPPING))
     return Decision(
         at=obs.now,
         wall=obs.wall,
@@ -253,7 +255,32 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         acting_master=acting,
         peer_dead=s.peer_dead,
         exit=step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs),
+        next_cycle=_next_cycle(config, s, f, step.mode, obs),
     )
+
+
+def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Observation) -> float:
+    """When the next cycle is due: one probe_interval after this one began, twice as often while
+    a takeover waits on xapi, and never later than the next deadline a rule is waiting for
+    (lease expiry, promotion, takeover, fence), so deadlines are acted on when they fall due
+    rather than up to a cycle late."""
+    waiting = mode is Mode.TAKEOVER or (mode is Mode.SURVIVOR and s.promote_requested_at is not None)
+    interval = config.probe_interval / 2 if waiting else config.probe_interval
+    deadlines: List[float] = []
+    if f.lease_expires is not None:
+        deadlines.append(f.lease_expires)
+    if mode is Mode.SURVIVOR and not s.peer_dead:
+        seen = f.now - f.silence
+        if config.fence_agent is not None:
+            deadlines.append(seen + config.peer_timeout
+                             + (0.0 if obs.role.is_master else config.fence_delay))
+        else:
+            deadlines.append(seen + config.takeover_delay)
+            if not obs.role.is_master and s.promote_requested_at is None:
+                deadlines.append(seen + config.promote_delay)
+    # The cadence always counts (if it is already past, the next cycle starts at once); a
+    # deadline only counts while it is still ahead.
+    return min([obs.cycle_start + interval] + [d for d in deadlines if d > f.now])
 
 
 def _stop_done(s: DaemonState, obs: Observation) -> bool:
@@ -284,7 +311,8 @@ def _ladder(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         return c.step(Mode.DISABLED, why), _forget_work(s)
     if s.mode is Mode.SELF_FENCED:
         if f.peer_visible:
-            return _rejoin(c, s)
+            return c.step(Mode.REJOINING, "peer visible again after the self-fence; finding the "
+                          "pool master before acting"), s
         if not (f.gateway_visible and f.lease_held):
             return c.step(Mode.SELF_FENCED, "self-fenced; waiting for the peer or the gateway"), s
         # Seeing only the gateway, a self-fenced host is a survivor like any other: its own
@@ -509,7 +537,7 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     assert view is not None
     me = view.host(s.local_uuid)
     peer = _peer_host(s)
-    notes = []  # type: List[str]
+    notes: List[str] = []
     busy_vms = frozenset(t.vm for t in s.tasks if t.vm is not None)
 
     if peer is not None and peer.uuid in s.settings.maintenance and me is not None:
@@ -528,7 +556,7 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
                 and host.uuid in s.reenable):
             c.xapi(Intent("enable", host=host.uuid), "host.enable", host.ref)
 
-    healthy = []  # type: List[HostView]
+    healthy: List[HostView] = []
     for host in (me, peer):
         if host is None or not _host_healthy(s, host):
             continue
@@ -537,7 +565,7 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
         healthy.append(host)
     healthy.sort(key=lambda h: h.name)
     attempts = {a.vm: a for a in s.attempts}
-    pending = {}  # type: Dict[str, int]
+    pending: Dict[str, int] = {}
     for t in s.tasks:
         if t.kind == "start" and t.host is not None:
             pending[t.host] = pending.get(t.host, 0) + t.memory

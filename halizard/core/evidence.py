@@ -13,7 +13,7 @@ from typing import Optional
 
 from halizard.core.config import Config
 from halizard.core.state import DaemonState, evolve
-from halizard.effects import ProbeReport
+from halizard.effects import PathReport, ProbeReport
 
 
 def gateway_policy_satisfied(policy: str, answered: int, total: int) -> bool:
@@ -27,6 +27,10 @@ def gateway_policy_satisfied(policy: str, answered: int, total: int) -> bool:
     return answered > 0
 
 
+def _stamp(path: PathReport, report: ProbeReport) -> float:
+    return report.finished if path.last_at is None else path.last_at
+
+
 def _later(a: Optional[float], b: float) -> float:
     return b if a is None or b > a else a
 
@@ -37,12 +41,14 @@ def record_probe(config: Config, state: DaemonState, report: ProbeReport) -> Dae
     heard = any(p.heard for p in report.peer)
     if replied or heard:
         lower = report.started if replied else report.heard_since
+        upper = max(_stamp(p, report) for p in report.peer if p.replies > 0 or p.heard)
         changes["peer_lower"] = _later(state.peer_lower, lower)
-        changes["peer_upper"] = _later(state.peer_upper, report.finished)
+        changes["peer_upper"] = _later(state.peer_upper, upper)
         changes["contact_lower"] = _later(state.contact_lower, lower)
-    answered = sum(1 for g in report.gateways if g.replies > 0)
-    if gateway_policy_satisfied(config.gateway_policy, answered, len(report.gateways)):
-        changes["gateway_upper"] = _later(state.gateway_upper, report.finished)
+    answering = [g for g in report.gateways if g.replies > 0]
+    if gateway_policy_satisfied(config.gateway_policy, len(answering), len(report.gateways)):
+        upper = max(_stamp(g, report) for g in answering)
+        changes["gateway_upper"] = _later(state.gateway_upper, upper)
         changes["contact_lower"] = _later(changes.get("contact_lower", state.contact_lower),
                                           report.started)
     return evolve(state, **changes) if changes else state
@@ -64,10 +70,10 @@ class Facts:
 
 def facts(config: Config, state: DaemonState, now: float) -> Facts:
     if state.contact_lower is not None:
-        expires = state.contact_lower + config.lease_timeout  # type: Optional[float]
+        expires: Optional[float] = state.contact_lower + config.lease_timeout
         held = now <= expires  # type: ignore[operator]
         isolated = not held
-        since_contact = now - state.contact_lower  # type: Optional[float]
+        since_contact: Optional[float] = now - state.contact_lower
     else:
         expires = None
         held = False

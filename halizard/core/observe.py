@@ -6,7 +6,7 @@ database calls while its master is unreachable); a rejoining host asks its peer'
 it has. Every read carries a timeout, so one slow xapi never stalls probing for long.
 """
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from halizard.core.config import Config
 from halizard.core.pool import PoolParseError, PoolView, parse_pool
@@ -31,6 +31,7 @@ POOL_READS = (
     "VM.get_all_records",
 )
 PEER_ROLE_RECHECK = 30.0  # seconds between checks that the peer's xapi is our slave
+QUICK_WAIT = 0.1  # how long a round waits for replies from a peer that is already silent
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,14 @@ class Observation:
 
 
 def plan_reads(config: Config, state: DaemonState, role: PoolRole, now: float) -> ReadPlan:
-    effects = [
-        Probe(config.peer_addresses, config.gateway_addresses, config.probe_count,
-              config.probe_spacing, config.probe_timeout),
-        ListGuests(timeout=config.xapi_timeout),
-    ]  # type: List[Any]
-    peer_address = config.peer_addresses[0]
     peer_recent = state.peer_upper is not None and now - state.peer_upper <= config.peer_timeout
+    effects: List[Any] = [
+        Probe(config.peer_addresses, config.gateway_addresses, config.probe_count,
+              config.probe_spacing, config.probe_timeout,
+              peer_wait=config.probe_timeout if peer_recent else QUICK_WAIT),
+        ListGuests(timeout=config.xapi_timeout),
+    ]
+    peer_address = config.peer_addresses[0]
 
     pool_at = None
     pool_address = None
@@ -198,7 +200,7 @@ def task_outcome(result: XapiResult) -> Tuple[str, str]:
         if result.code == "HANDLE_INVALID":
             return "gone", result.code
         return "unknown", result.code
-    record = result.value  # type: Dict[str, Any]
+    record: Dict[str, Any] = result.value
     status = record.get("status", "") if isinstance(record, dict) else ""
     if status == "success":
         return "success", ""

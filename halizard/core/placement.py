@@ -12,7 +12,7 @@ Rules, in the order an administrator would expect from XenServer's own HA:
   it fits after memory is set aside for every ``restart`` VM still waiting.
 """
 from dataclasses import dataclass
-from typing import FrozenSet, Mapping, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Mapping, Sequence, Tuple
 
 from halizard.core.pool import BEST_EFFORT, RESTART, HostView, PoolView, VmView
 
@@ -50,10 +50,10 @@ def plan_starts(
     next attempt. ``pending_memory``: memory already promised to in-flight starts, per host uuid.
     """
     wanted = [v for v in view.vms if v.protected and v.power_state == "Halted" and not v.busy]
-    reserved = dict(pending_memory)  # type: Dict[str, int]
-    starts = []  # type: List[Start]
-    no_capacity = []  # type: List[str]
-    waiting = []  # type: List[str]
+    reserved: Dict[str, int] = dict(pending_memory)
+    starts: List[Start] = []
+    no_capacity: List[str] = []
+    waiting: List[str] = []
 
     for policy in (RESTART, BEST_EFFORT):
         group_vms = [v for v in view.vms if v.policy == policy]

@@ -155,7 +155,7 @@ def parse_pool(
             raise PoolParseError("expected exactly one pool object, got %d" % len(pools))
         pool = next(iter(pools.values()))
         other = pool.get("other_config") or {}
-        host_uuid_by_ref = {}  # type: Dict[str, str]
+        host_uuid_by_ref: Dict[str, str] = {}
         host_views = []
         for ref in sorted(hosts):
             rec = hosts[ref]

@@ -15,7 +15,7 @@ Modes (the same words in the logs, the simulator's trace, the CLI and the docs):
 """
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from halizard.core.pool import PoolView, Settings
 from halizard.effects import PoolRole
@@ -38,7 +38,7 @@ class Mode(Enum):
 # leaves `isolated` except `self-fenced` (a self-fence, once started, is finished), and a
 # self-fenced host never goes straight back to `normal`: it first finds out who is master
 # (`rejoining`), or, seeing only the gateway, waits like any survivor.
-TRANSITIONS = {
+TRANSITIONS: Dict[Mode, FrozenSet[Mode]] = {
     Mode.STARTING: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE,
                               Mode.DISABLED, Mode.STOPPING}),
     Mode.NORMAL: frozenset({Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE, Mode.DISABLED,
@@ -57,7 +57,7 @@ TRANSITIONS = {
     Mode.DISABLED: frozenset({Mode.STARTING, Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED,
                               Mode.MAINTENANCE, Mode.STOPPING}),
     Mode.STOPPING: frozenset({Mode.ISOLATED}),
-}  # type: Dict[Mode, FrozenSet[Mode]]
+}
 
 # Modes in which a host that is pool master acts as master (issues pool-level actions).
 ACTING_MODES = frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.TAKEOVER, Mode.MAINTENANCE})
@@ -170,6 +170,7 @@ class Decision:
     acting_master: bool
     peer_dead: bool
     exit: bool = False
+    next_cycle: float = 0.0  # monotonic time the next cycle is due (the loop sleeps until then)
 
     def line(self) -> str:
         return "%s: %s" % (self.mode.value, self.reason)

@@ -90,7 +90,7 @@ def _f(value: float) -> str:
 def check_timing(config: Config) -> List[Tuple[str, Problem]]:
     """Every timing rule as ("error" | "warning", Problem), each with its numbers."""
     b = bounds(config)
-    out = []  # type: List[Tuple[str, Problem]]
+    out: List[Tuple[str, Problem]] = []
     margin = config.safety_margin
 
     for key in ("probe_interval", "probe_spacing", "probe_timeout", "peer_timeout",

@@ -1,0 +1,1 @@
+"""The deterministic two-host simulator that runs halizard's real decision code."""

@@ -1,0 +1,496 @@
+"""The simulated executor: runs the daemon's real loop (halizard.loop.run) for one host.
+
+Every effect the loop yields is answered from the world and virtual time. Effects that take
+time complete through scheduled events, so faults can fall between any two effects: a crash
+closes the generator (systemd restarts it), a host freeze or a daemon stall holds back the next
+result until the host or process runs again. The staleness rule (halizard.effects.is_stale) is
+applied exactly as the real executor applies it: immediately before an action is performed.
+"""
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from halizard import effects as fx
+from halizard.core.config import Config
+from halizard.loop import run
+from simulations.world.scheduler import NS
+from simulations.world.world import GUEST_DESTROY_LATENCY, World
+from simulations.xapi.fabric import Failure, Ok, Outcome, Refused, Reset
+
+RESTART_DELAY = 1_500_000_000  # systemd RestartSec=1 plus interpreter start-up
+START_AFTER_BOOT = 7 * NS  # the unit is ordered after xapi start-up
+STOP_PATIENCE = 90 * NS  # systemd's TimeoutStopSec for the daemon
+USERNAME = "root"
+PASSWORD = "halizard-sim"
+
+# xapi methods that act on the pool (invariant I4: only an acting master may issue them).
+POOL_ACTIONS = frozenset({
+    "VM.start", "VM.start_on", "VM.hard_shutdown", "VM.power_state_reset", "VM.pool_migrate",
+    "host.declare_dead", "host.disable", "host.enable", "pool.designate_new_master",
+    "pool.sync_database",
+})
+
+
+def pool_action(method: str) -> bool:
+    return (method[6:] if method.startswith("Async.") else method) in POOL_ACTIONS
+
+
+class _Join:
+    """Collects the results of a Parallel effect."""
+
+    __slots__ = ("results", "missing", "done")
+
+    def __init__(self, n: int, done: Callable[[Tuple[Any, ...]], None]) -> None:
+        self.results: List[Any] = [None] * n
+        self.missing = n
+        self.done = done
+
+    def put(self, i: int, value: Any) -> None:
+        self.results[i] = value
+        self.missing -= 1
+        if self.missing == 0:
+            self.done(tuple(self.results))
+
+
+class SimDaemon:
+    """One host's halizard process."""
+
+    def __init__(self, world: World, host: str, config: Config) -> None:
+        self.world = world
+        self.sched = world.scheduler
+        self.name = host
+        self.host = world.hosts[host]
+        self.peer = world.peer_of(host)
+        self.config = config
+        self.gen: Any = None
+        self.alive = False
+        self.generation = 0  # bumps at every (re)start: stale completions are dropped
+        self.stalled_until = 0
+        self.held: Optional[Tuple[int, Any]] = None  # (generation, result) held back
+        self.stop_requested = False
+        self.on_exit: Optional[Callable[[], None]] = None
+        self.sessions: Dict[Tuple[str, str], str] = {}
+        self.heard: List[Tuple[int, int]] = []  # (arrival ns, path) of peer requests
+        self.heard_since = 0.0
+        self.fence_jobs = 0
+        self.fence_done: List[fx.FenceOutcome] = []
+        self.decision: Any = None
+        self.crash_after: Optional[int] = None  # exploration hook: crash before effect N
+        self.effects = 0
+        self._address_to_host = {h.address: h.name for h in world.hosts.values()}
+
+    # --- process lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.host.running and self.host.frozen_since is None:
+            return
+        self.generation += 1
+        self.alive = True
+        self.stop_requested = False
+        self.sessions = {}
+        self.heard = []
+        self.heard_since = self.host.clock.monotonic(self.sched.now())
+        self.fence_done = []
+        self.decision = None
+        self.gen = run(self.config)
+        self.world.notify("daemon", self.name, "started")
+        self._step(self.generation, None)
+
+    def kill(self, restart: bool) -> None:
+        if self.alive:
+            self.alive = False
+            self.generation += 1
+            self.held = None
+            if self.gen is not None:
+                self.gen.close()
+            self.gen = None
+            self.decision = None
+            self.world.notify("daemon", self.name, "killed")
+        if restart and self.host.power == "on":
+            self.sched.after(RESTART_DELAY, self._restart, self.generation)
+
+    def _restart(self, generation: int) -> None:
+        if generation == self.generation and not self.alive and self.host.power == "on":
+            self.start()
+
+    def stall(self, duration: int) -> None:
+        self.stalled_until = max(self.stalled_until, self.sched.now() + duration)
+        self.sched.at(self.stalled_until, self._resume_if_due)
+
+    def _paused(self) -> bool:
+        return self.sched.now() < self.stalled_until or self.host.frozen_since is not None
+
+    def _resume_if_due(self) -> None:
+        if self.held is not None and not self._paused():
+            generation, result = self.held
+            self.held = None
+            self._step(generation, result)
+
+    def thawed(self) -> None:
+        self._resume_if_due()
+
+    def request_stop(self, on_exit: Callable[[], None]) -> None:
+        """Planned shutdown: systemd asks the daemon to stop, and kills it after STOP_PATIENCE."""
+        self.on_exit = on_exit
+        if not self.alive:
+            on_exit()
+            return
+        self.stop_requested = True
+        generation = self.generation
+
+        def too_slow() -> None:
+            if self.alive and self.generation == generation and self.on_exit is not None:
+                self.kill(restart=False)
+                callback, self.on_exit = self.on_exit, None
+                callback()
+
+        self.sched.after(STOP_PATIENCE, too_slow)
+
+    # --- driving the generator ------------------------------------------------------------------
+
+    def _deliver(self, generation: int, result: Any) -> None:
+        """A timed effect completed; hand its result over unless the process is paused."""
+        if generation != self.generation or not self.alive:
+            return
+        if self._paused():
+            self.held = (generation, result)
+            return
+        self._step(generation, result)
+
+    def _step(self, generation: int, result: Any) -> None:
+        while True:
+            if generation != self.generation or not self.alive:
+                return
+            if self.crash_after is not None and self.effects >= self.crash_after:
+                self.crash_after = None
+                self.kill(restart=True)
+                return
+            try:
+                effect = self.gen.send(result)
+            except StopIteration:
+                self.alive = False
+                self.gen = None
+                self.world.notify("daemon", self.name, "exited")
+                if self.on_exit is not None:
+                    callback, self.on_exit = self.on_exit, None
+                    callback()
+                return
+            except Exception as exc:  # a bug in the daemon: the checker reports it
+                self.world.notify("daemon_error", self.name, repr(exc))
+                self.kill(restart=True)
+                return
+            self.effects += 1
+            immediate, result = self._perform(effect, generation, None)
+            if not immediate:
+                return
+
+    def _perform(self, effect: Any, generation: int, slot: Optional[Callable[[Any], None]]
+                 ) -> Tuple[bool, Any]:
+        """Perform one effect. Returns (True, result) when it completes at once; otherwise the
+        result arrives later through ``slot`` (or the generator, when slot is None)."""
+        kind = type(effect)
+        now = self.sched.now()
+        clock = self.host.clock
+
+        def later(delay: int, value: Any) -> None:
+            if slot is None:
+                self.sched.after(delay, self._deliver, generation, value)
+            else:
+                self.sched.after(delay, slot, value)
+
+        if kind is fx.ReadClock:
+            return True, fx.Now(clock.monotonic(now), clock.wall(now), self.stop_requested)
+        if kind is fx.ReadPoolRole:
+            is_master, address = self.world.xapi.pool_conf(self.name)
+            return True, fx.PoolRole(self.host.uuid, is_master, address)
+        if kind is fx.Publish:
+            self.decision = effect.decision
+            self.world.notify("decision", self.name, effect.decision)
+            return True, None
+        if kind is fx.Sleep:
+            t = clock.global_time(effect.until)
+            if t <= now:
+                return True, None
+            later(t - now, None)
+            return False, None
+        if kind is fx.Parallel:
+            return self._parallel(effect, generation, slot)
+        if kind is fx.Probe:
+            delay, report = self._probe(effect)
+            later(delay, report)
+            return False, None
+        if kind is fx.ListGuests:
+            return True, fx.GuestList(tuple(sorted(self.host.domains)))
+        if kind is fx.CollectFenceResults:
+            done, self.fence_done = tuple(self.fence_done), []
+            return True, done
+        if kind is fx.LoadState:
+            return True, self.host.disk.get("state")
+        if kind is fx.SaveState:
+            self.host.disk["state"] = dict(effect.data)
+            return True, None
+
+        # Actions: refused when stale, exactly as the real executor does.
+        monotonic = clock.monotonic(now)
+        stale = fx.is_stale(effect, monotonic)
+        self.world.notify("action", self.name, effect, stale, monotonic)
+        if kind is fx.XapiCall:
+            if stale:
+                return True, fx.STALE_XAPI
+            if slot is not None:
+                self._xapi(effect, slot)
+            else:
+                self._xapi(effect, lambda r: self._deliver(generation, r))
+            return False, None
+        if kind is fx.WatchdogControl:
+            if stale and effect.op != "disarm":
+                return True, fx.STALE_WATCHDOG
+            if effect.op == "arm":
+                self.world.watchdog_arm(self.name, effect.timeout_s)
+            elif effect.op == "feed":
+                self.world.watchdog_feed(self.name)
+            else:
+                self.world.watchdog_disarm(self.name)
+            return True, fx.WatchdogResult(True)
+        if kind is fx.DestroyGuests:
+            if stale:
+                return True, fx.GuestList(tuple(sorted(self.host.domains)), ok=False)
+            delay = self.world.streams("toolstack").uniform_ns(*GUEST_DESTROY_LATENCY)
+
+            def destroyed() -> None:
+                if self.host.running:
+                    self._destroy_guests()
+                result = fx.GuestList(tuple(sorted(self.host.domains)))
+                if slot is None:
+                    self._deliver(generation, result)
+                else:
+                    slot(result)
+
+            self.sched.after(delay, destroyed)
+            return False, None
+        if kind is fx.StartFence:
+            if stale:
+                return True, fx.STALE
+            self.fence_jobs += 1
+            job = self.fence_jobs
+            gen = self.generation
+
+            def finished(result: str) -> None:
+                if gen == self.generation:
+                    self.fence_done.append(fx.FenceOutcome(job, effect.action, result))
+
+            timeout = clock.duration(effect.timeout)
+            state = {"done": False}
+
+            def once(result: str) -> None:
+                if not state["done"]:
+                    state["done"] = True
+                    finished(result)
+
+            self.world.fence(self.name, self.peer, effect.action, once)
+            self.sched.after(timeout, once, "timeout")
+            return True, fx.FenceStarted(job)
+        raise TypeError("unknown effect %r" % (effect,))
+
+    def _destroy_guests(self) -> None:
+        for vm in sorted(self.host.domains):
+            self.world.destroy_domain(self.name, vm, cause="self-fence")
+            if self.world.xapi is not None:
+                self.world.xapi.on_domain_died(self.name, vm)
+
+    def _parallel(self, effect: fx.Parallel, generation: int,
+                  slot: Optional[Callable[[Any], None]]) -> Tuple[bool, Any]:
+        n = len(effect.effects)
+        if n == 0:
+            return True, ()
+        holder: Dict[str, Any] = {}
+
+        def done(results: Tuple[Any, ...]) -> None:
+            if "sync" in holder:
+                holder["result"] = results
+            elif slot is not None:
+                slot(results)
+            else:
+                self._deliver(generation, results)
+
+        join = _Join(n, done)
+        holder["sync"] = True
+        for i, sub in enumerate(effect.effects):
+            immediate, value = self._perform(sub, generation, _slot(join, i))
+            if immediate:
+                join.put(i, value)
+        del holder["sync"]
+        if "result" in holder:
+            return True, holder["result"]
+        return False, None
+
+    # --- probes ----------------------------------------------------------------------------------
+
+    def _probe(self, effect: fx.Probe) -> Tuple[int, fx.ProbeReport]:
+        """One probe round. Echo fates are drawn at the round's start; the prober reads each
+        reply (and each request from the peer) as it arrives, and stamps it then."""
+        world = self.world
+        net = world.network
+        now = self.sched.now()
+        clock = self.host.clock
+        spacing = int(effect.spacing * NS)
+        last_sent = (effect.count - 1) * spacing
+        gateway_window = last_sent + int(effect.timeout * NS)
+        peer_window = last_sent + int(effect.peer_wait * NS)
+        peer_host = world.hosts[self.peer]
+        peer_daemon = world.daemons.get(self.peer)
+        latest = 0  # latest reply received in this round (ns after the start)
+        peer_pending = gateway_pending = False  # unanswered echoes: wait out that part's window
+        peer_replies: List[Tuple[int, int]] = []  # (replies, latest reply) per path
+        for path in range(len(effect.peer_addresses)):
+            replies, last = 0, 0
+            for k in range(effect.count):
+                sent = k * spacing
+                there = net.to_host(self.name, self.peer, path) if peer_host.power == "on" else None
+                if there is None:
+                    peer_pending = True
+                    continue
+                if peer_daemon is not None and peer_daemon.alive:
+                    peer_daemon.heard.append((now + sent + there, path))
+                back = None if peer_host.frozen_since is not None else net.to_host(
+                    self.peer, self.name, path)
+                if back is None or sent + there + back > peer_window:
+                    peer_pending = True
+                    continue
+                replies += 1
+                last = max(last, sent + there + back)
+            peer_replies.append((replies, last))
+            latest = max(latest, last)
+        gateway_reports = []
+        gateway_latest = 0
+        for gw, address in zip(net.gateway_names, effect.gateway_addresses):
+            replies, last = 0, 0
+            for k in range(effect.count):
+                sent = k * spacing
+                there = net.to_gateway(self.name, gw)
+                back = net.from_gateway(gw, self.name) if there is not None else None
+                if there is None or back is None or sent + there + back > gateway_window:
+                    gateway_pending = True
+                    continue
+                replies += 1
+                last = max(last, sent + there + back)
+            gateway_reports.append(fx.PathReport(address, replies, False,
+                                                 clock.monotonic(now + last) if replies else None))
+            gateway_latest = max(gateway_latest, last)
+        latest = max(latest, gateway_latest)
+        peer_end = peer_window if peer_pending else max([last for _, last in peer_replies] + [0])
+        gateway_end = gateway_window if gateway_pending else gateway_latest
+        delay = max(peer_end, gateway_end)
+        finish = now + delay
+        # Requests from the peer (its own probes of us): those queued since the previous round
+        # are read at this round's start, those arriving during the round as they come.
+        heard: Dict[int, int] = {}
+        keep = []
+        for arrival, path in self.heard:
+            if arrival <= finish:
+                heard[path] = max(heard.get(path, 0), max(arrival, now))
+            else:
+                keep.append((arrival, path))
+        self.heard = keep
+        peer_reports = []
+        contact = now + latest if latest else 0
+        for path, address in enumerate(effect.peer_addresses):
+            replies, last = peer_replies[path]
+            stamps = [now + last] if replies else []
+            if path in heard:
+                stamps.append(heard[path])
+            if stamps:
+                contact = max(contact, max(stamps))
+            peer_reports.append(fx.PathReport(address, replies, path in heard,
+                                              clock.monotonic(max(stamps)) if stamps else None))
+        if contact:
+            world.last_contact[self.name] = max(world.last_contact.get(self.name, 0), contact)
+        heard_since = self.heard_since
+        self.heard_since = clock.monotonic(finish)
+        report = fx.ProbeReport(
+            started=clock.monotonic(now),
+            finished=clock.monotonic(finish),
+            heard_since=heard_since,
+            peer=tuple(peer_reports),
+            gateways=tuple(gateway_reports),
+        )
+        return delay, report
+
+    # --- xapi ------------------------------------------------------------------------------------
+
+    def _xapi(self, call: fx.XapiCall, done: Callable[[fx.XapiResult], None]) -> None:
+        """One XenAPI call with session handling and a deadline, like the real adapter."""
+        world = self.world
+        target = self.name if call.address is None else self._address_to_host.get(call.address)
+        deadline = self.sched.now() + self.host.clock.duration(call.timeout)
+        state = {"finished": False}
+
+        def finish(result: fx.XapiResult) -> None:
+            if not state["finished"]:
+                state["finished"] = True
+                timer.cancel()
+                done(result)
+
+        timer = self.sched.at(deadline, finish, fx.XapiResult(error=(fx.TIMEOUT,)))
+        if target is None or not self.host.running:
+            return  # nowhere to connect: the deadline answers
+        if call.address is not None and not world.connected(self.name, target):
+            return  # SYNs into a black hole
+        transport = "unix" if call.address is None else "tcp"
+        key = (target, call.session)
+
+        def send(session: Optional[str], relogged: bool) -> None:
+            params = [session] + list(call.args)
+
+            def reply(outcome: Outcome) -> None:
+                if isinstance(outcome, Ok):
+                    finish(fx.XapiResult(value=outcome.value))
+                elif isinstance(outcome, Failure):
+                    if outcome.description[:1] == ["SESSION_INVALID"] and not relogged:
+                        self.sessions.pop(key, None)
+                        login(True)
+                        return
+                    finish(fx.XapiResult(error=tuple(outcome.description)))
+                else:
+                    finish(_transport_error(outcome))
+
+            world.xapi.call(target, call.method, params, reply, transport)
+
+        def login(relogged: bool) -> None:
+            if call.session == fx.LOCAL_SESSION:
+                method = "session.slave_local_login_with_password"
+                params: List[Any] = [USERNAME, PASSWORD]
+            else:
+                method = "session.login_with_password"
+                params = [USERNAME, PASSWORD, "1.0", "halizard"]
+
+            def logged_in(outcome: Outcome) -> None:
+                if isinstance(outcome, Ok):
+                    self.sessions[key] = outcome.value
+                    send(outcome.value, relogged)
+                elif isinstance(outcome, Failure):
+                    finish(fx.XapiResult(error=tuple(outcome.description)))
+                else:
+                    finish(_transport_error(outcome))
+
+            world.xapi.call(target, method, params, logged_in, transport)
+
+        session = self.sessions.get(key)
+        if session is None:
+            login(False)
+        else:
+            send(session, False)
+
+
+def _slot(join: _Join, index: int) -> Callable[[Any], None]:
+    def put(value: Any) -> None:
+        join.put(index, value)
+
+    return put
+
+
+def _transport_error(outcome: Outcome) -> fx.XapiResult:
+    if isinstance(outcome, Refused):
+        return fx.XapiResult(error=(fx.CONNECTION_REFUSED,))
+    if isinstance(outcome, Reset):
+        return fx.XapiResult(error=("CONNECTION_RESET",))
+    return fx.XapiResult(error=("GARBAGE",))
+

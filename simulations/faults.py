@@ -1,0 +1,237 @@
+"""The fault vocabulary of the scenario format, applied to the world: onset, and heal.
+
+Every kind in simulations.scenario.KINDS has an onset here; a kind the simulator does not know
+is rejected when the scenario is read, never skipped.
+"""
+from typing import Callable, Dict, List, Optional, Tuple
+
+from halizard.core.pool import KEY_ENABLED, KEY_MAINTENANCE_PREFIX
+from simulations.executor import PASSWORD, USERNAME, SimDaemon
+from simulations.scenario import Fault
+from simulations.world.network import Link
+from simulations.world.scheduler import NS, ns
+from simulations.world.world import World
+from simulations.xapi.fabric import Failure, Ok, Outcome
+
+OPERATOR_RETRY = 5 * NS
+OPERATOR_PATIENCE = 120 * NS
+
+
+class Operator:
+    """An administrator with the CLI on the management network: logs in to whichever host
+    answers, follows HOST_IS_SLAVE to the master, and writes the pool's other_config."""
+
+    def __init__(self, world: World, log: Callable[[str], None]) -> None:
+        self.world = world
+        self.log = log
+
+    def set_pool_key(self, key: str, value: Optional[str], started: Optional[int] = None) -> None:
+        world = self.world
+        started = world.now if started is None else started
+        xapi = world.xapi
+
+        def retry(why: str) -> None:
+            if world.now - started > OPERATOR_PATIENCE:
+                self.log("operator gave up setting %s: %s" % (key, why))
+                return
+            world.scheduler.after(OPERATOR_RETRY, self.set_pool_key, key, value, started)
+
+        candidates = [h for h in world.host_names
+                      if world.hosts[h].running and world.network.nic_down[h] == 0]
+        masters = [h for h in candidates if xapi.role(h) == "master" and xapi.accepts_writes(h)]
+        if not masters:
+            retry("no pool master answers")
+            return
+        host = masters[0]
+
+        def logged_in(outcome: Outcome) -> None:
+            if not isinstance(outcome, Ok):
+                retry("login failed: %r" % (outcome,))
+                return
+            session = outcome.value
+
+            def got_pools(outcome: Outcome) -> None:
+                if not isinstance(outcome, Ok) or not outcome.value:
+                    retry("pool.get_all failed: %r" % (outcome,))
+                    return
+                pool = outcome.value[0]
+
+                def removed(_: Outcome) -> None:
+                    if value is None:
+                        self.log("operator removed %s" % key)
+                        return
+
+                    def added(outcome: Outcome) -> None:
+                        if isinstance(outcome, Failure):
+                            retry("add_to_other_config failed: %r" % (outcome,))
+                        else:
+                            self.log("operator set %s=%s" % (key, value))
+
+                    xapi.call(host, "pool.add_to_other_config", [session, pool, key, value], added)
+
+                xapi.call(host, "pool.remove_from_other_config", [session, pool, key], removed)
+
+            xapi.call(host, "pool.get_all", [session], got_pools)
+
+        xapi.call(host, "session.login_with_password", [USERNAME, PASSWORD, "1.0", "operator"],
+                  logged_in)
+
+
+class FaultInjector:
+    def __init__(self, world: World, daemons: Dict[str, SimDaemon], operator: Operator) -> None:
+        self.world = world
+        self.daemons = daemons
+        self.operator = operator
+        self._saved: Dict[int, List[Tuple[Link, float, int, int]]] = {}
+
+    def schedule(self, faults: Tuple[Fault, ...]) -> None:
+        for i, fault in enumerate(faults):
+            self.world.scheduler.at(ns(fault.at), self.onset, i, fault)
+            if fault.heals_at is not None:
+                self.world.scheduler.at(ns(fault.heals_at), self.heal, i, fault)
+
+    # --- onset ---------------------------------------------------------------------------------
+
+    def onset(self, i: int, fault: Fault) -> None:
+        world = self.world
+        net = world.network
+        kind = fault.kind
+        target = fault.target
+        self.world.notify("fault", i, fault, "onset")
+        if kind == "host.crash":
+            world.power_off(target, "crash")
+        elif kind == "host.power_on":
+            world.power_on(target)
+        elif kind == "host.reboot":
+            world.reset(target, "reboot")
+        elif kind == "host.freeze":
+            world.freeze(target)
+        elif kind == "host.shutdown":
+            self._shutdown(target)
+        elif kind == "nic.down":
+            net.nic_down[target] += 1
+            net.carrier_kept[target] = fault.param("carrier", "lost") == "kept"
+        elif kind == "link.down":
+            a, b = target.split("-")
+            for link in self._links(fault, a, b, both=True):
+                link.down += 1
+        elif kind == "link.oneway":
+            a, b = target.split(">")
+            for link in self._links(fault, a, b, both=False):
+                link.down += 1
+        elif kind in ("link.loss", "link.latency"):
+            a, b = target.split("-")
+            links = self._links(fault, a, b, both=True)
+            self._saved[i] = [(link, link.loss, link.latency, link.jitter) for link in links]
+            for link in links:
+                if kind == "link.loss":
+                    link.loss = fault.param("loss", 0.0)
+                else:
+                    link.latency = ns(fault.param("latency", 0.0))
+                    link.jitter = ns(fault.param("jitter", 0.0))
+        elif kind == "gw.down":
+            for g in self._gateways(target):
+                net.gw_down[g] += 1
+        elif kind == "gw.block":
+            for g in net.gateway_names:
+                net.gw_block[(g, target)] = net.gw_block.get((g, target), 0) + 1
+        elif kind == "xapi.hang":
+            until = None if fault.heals_at is None else ns(fault.heals_at)
+            world.xapi.xapi_hang(target, until)
+        elif kind == "xapi.restart":
+            world.xapi.xapi_restart(target, ns(fault.duration or 30.0))
+        elif kind == "daemon.crash":
+            self.daemons[target].kill(restart=True)
+        elif kind == "daemon.stall":
+            self.daemons[target].stall(ns(fault.duration or 0.0))
+        elif kind == "clock.jump":
+            world.hosts[target].clock.jump(fault.param("by", 0.0))
+        elif kind == "fence.unreachable":
+            world.hosts[target].fence_reachable = False
+        elif kind == "vm.start_fail":
+            world.xapi.fail_next_starts(world.xapi.vm_uuid(target), fault.param("times", 1))
+        elif kind == "op.maintenance":
+            self.operator.set_pool_key(KEY_MAINTENANCE_PREFIX + world.hosts[target].uuid, "true")
+        elif kind == "op.ha_disable":
+            self.operator.set_pool_key(KEY_ENABLED, "false")
+        else:  # parse_scenario rejects unknown kinds; this is a guard against drift
+            raise ValueError("unknown fault kind %r" % kind)
+
+    def heal(self, i: int, fault: Fault) -> None:
+        world = self.world
+        net = world.network
+        kind = fault.kind
+        target = fault.target
+        self.world.notify("fault", i, fault, "heal")
+        if kind in ("host.crash", "host.shutdown"):
+            world.power_on(target)
+        elif kind == "host.freeze":
+            world.thaw(target)
+            self.daemons[target].thawed()
+        elif kind == "nic.down":
+            net.nic_down[target] -= 1
+        elif kind == "link.down":
+            a, b = target.split("-")
+            for link in self._links(fault, a, b, both=True):
+                link.down -= 1
+        elif kind == "link.oneway":
+            a, b = target.split(">")
+            for link in self._links(fault, a, b, both=False):
+                link.down -= 1
+        elif kind in ("link.loss", "link.latency"):
+            for link, loss, latency, jitter in self._saved.pop(i, []):
+                link.loss, link.latency, link.jitter = loss, latency, jitter
+        elif kind == "gw.down":
+            for g in self._gateways(target):
+                net.gw_down[g] -= 1
+        elif kind == "gw.block":
+            for g in net.gateway_names:
+                net.gw_block[(g, target)] -= 1
+        elif kind == "fence.unreachable":
+            world.hosts[target].fence_reachable = True
+        elif kind == "op.maintenance":
+            self.operator.set_pool_key(KEY_MAINTENANCE_PREFIX + world.hosts[target].uuid, None)
+        elif kind == "op.ha_disable":
+            self.operator.set_pool_key(KEY_ENABLED, "true")
+        # xapi.hang heals by itself (the model was given the end); daemon.stall likewise.
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _links(self, fault: Fault, a: str, b: str, both: bool) -> List[Link]:
+        net = self.world.network
+        if b == "gw" or b.startswith("gw"):
+            links = []
+            for g in self._gateways(b):
+                links.append(net.links[(a, g, 0)])
+                links.append(net.links[(g, a, 0)])
+            return links
+        path = fault.param("path")
+        index = None if path is None else path - 1
+        if index is not None and index >= net.paths:
+            return []
+        return net.host_links(a, b, index, both)
+
+    def _gateways(self, target: str) -> List[str]:
+        names = self.world.network.gateway_names
+        if target == "gw":
+            return list(names)
+        index = int(target[2:]) - 1
+        return [names[index]] if index < len(names) else []
+
+    def _shutdown(self, name: str) -> None:
+        """`systemctl poweroff` from the shell: systemd stops halizard (it may hand the master
+        role over first), then xapi shuts the guests down cleanly, then the power goes."""
+        world = self.world
+        host = world.hosts[name]
+        if host.power != "on":
+            return
+
+        def after_daemon() -> None:
+            if host.power != "on":
+                return
+            if world.xapi.xapi_state(name) in ("up", "emergency"):
+                world.xapi.begin_clean_shutdown(name, lambda: world.power_off(name, "shutdown"))
+            else:
+                world.power_off(name, "shutdown")
+
+        self.daemons[name].request_stop(after_daemon)

@@ -1,0 +1,311 @@
+"""Safety invariants checked after every event, the fence oracle, liveness and the metrics.
+
+Everything here is judged from the world's ground truth, never from what a daemon believes
+(except where the invariant is *about* a belief: I2's "acting", I6's "believes").
+
+    I1  no VM is live on two hosts (a frozen host's domains count as live: they will resume)
+    I2  at most one acting master: xapi accepts writes as master AND its daemon, running and
+        with a current decision, acts as master
+    I3  a VM starts only after its previous copy is certainly dead (min margin is measured here)
+    I4  only an acting master issues pool-level xapi actions
+    I5  no action is performed on a stale decision; the watchdog is only fed by a host that
+        really had contact within its lease (or has no guests to protect)
+    I6  no daemon believes its peer fenced while the peer is powered and running guests
+
+A fence (self-fence, watchdog reset, fence-agent power-off) is classified by the oracle as
+justified, unjustified, or wrong victim, against the tolerances of halizard.core.timing.
+"""
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from halizard import effects as fx
+from halizard.core.config import Config
+from halizard.core.evidence import gateway_policy_satisfied
+from halizard.core.state import Mode
+from halizard.core.timing import TimingBounds
+from simulations.executor import SimDaemon, pool_action
+from simulations.world.scheduler import NS, seconds
+from simulations.world.world import World
+
+MAX_RECORDED = 50
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    t: float
+    host: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class FenceRecord:
+    t: float
+    host: str
+    kind: str  # "self-fence" | "watchdog" | "agent"
+    by: str
+    verdict: str  # "justified" | "unjustified" | "wrong-victim"
+    why: str
+
+
+class Checker:
+    """An observer of the world (see World.notify) that checks invariants as events happen."""
+
+    def __init__(self, world: World, config: Config, bounds: TimingBounds,
+                 daemons: Dict[str, SimDaemon], protected: Set[str], restart_vms: Set[str]) -> None:
+        self.world = world
+        self.config = config
+        self.bounds = bounds
+        self.daemons = daemons
+        self.protected = protected
+        self.restart_vms = restart_vms
+        self.violations: List[Violation] = []
+        self.seen: Set[Tuple[str, str]] = set()
+        self.fences: List[FenceRecord] = []
+        self.margins: List[float] = []
+        self.isolated_since: Dict[str, Optional[int]] = {h: None for h in world.host_names}
+        self.partitioned_since: Optional[int] = None
+        self.stalled_since: Dict[str, int] = {}
+        self.daemon_down_since: Dict[str, int] = {}
+        self.modes: Dict[str, Mode] = {}
+        self.dirty = True
+        self.first_fault: Optional[int] = None
+        self.vm_down: Set[str] = set()
+        self.went_down: Set[str] = set()
+        self.failover: Optional[float] = None
+        self.errors: List[str] = []
+
+    # --- recording --------------------------------------------------------------------------
+
+    def violate(self, invariant: str, host: str, detail: str) -> None:
+        key = (invariant, host)
+        if key in self.seen or len(self.violations) >= MAX_RECORDED:
+            return
+        self.seen.add(key)
+        self.violations.append(Violation(invariant, seconds(self.world.now), host, detail))
+
+    def _current(self, daemon: SimDaemon) -> Any:
+        """The daemon's decision, if it is a current belief: the process runs, is not paused,
+        and decided within the longest cycle. A stalled daemon's last decision is not."""
+        if not daemon.alive or daemon.decision is None or daemon._paused():
+            return None
+        host = self.world.hosts[daemon.name]
+        now = host.clock.monotonic(self.world.now)
+        if now - daemon.decision.at > self.bounds.cycle_max + self.config.probe_interval:
+            return None
+        return daemon.decision
+
+    # --- observer callbacks (World.notify) ------------------------------------------------------
+
+    def domain_started(self, t: int, host: str, vm: str, others: List[str],
+                       migrated: bool) -> None:
+        live_elsewhere = [h for h in others if h != host]
+        if live_elsewhere:
+            self.violate("I1", host, "%s started on %s while live on %s"
+                         % (self._vm_name(vm), host, ", ".join(live_elsewhere)))
+            self.violate("I3", host, "%s started on %s before its copy on %s was dead"
+                         % (self._vm_name(vm), host, ", ".join(live_elsewhere)))
+        elif vm in self.world.last_death and not migrated:
+            self.margins.append(seconds(t - self.world.last_death[vm]))
+        self._vm_liveness(vm)
+
+    def domain_stopped(self, t: int, host: str, vm: str, cause: str) -> None:
+        self._vm_liveness(vm)
+
+    def host_power(self, t: int, host: str, state: str, cause: str) -> None:
+        self.dirty = True
+        if state == "off":
+            self.daemon_down_since.setdefault(host, t)
+        for vm in self.world.hosts[host].domains:
+            self._vm_liveness(vm)
+
+    def host_frozen(self, t: int, host: str, frozen: bool) -> None:
+        self.dirty = True
+        for vm in sorted(self.world.hosts[host].domains):
+            self._vm_liveness(vm)
+
+    def fault(self, t: int, index: int, fault: Any, phase: str) -> None:
+        self.dirty = True
+        if phase == "onset" and self.first_fault is None:
+            self.first_fault = t
+        if fault.kind == "daemon.stall" and phase == "onset":
+            self.stalled_since[fault.target] = t
+
+    def daemon(self, t: int, host: str, what: str) -> None:
+        if what == "started":
+            self.daemon_down_since.pop(host, None)
+            self.modes.pop(host, None)
+        else:
+            self.daemon_down_since.setdefault(host, t)
+
+    def daemon_error(self, t: int, host: str, error: str) -> None:
+        self.violate("BUG", host, "the daemon raised %s" % error)
+
+    def decision(self, t: int, host: str, decision: Any) -> None:
+        previous = self.modes.get(host)
+        self.modes[host] = decision.mode
+        if decision.mode is Mode.ISOLATED and previous is not Mode.ISOLATED:
+            self._classify(host, "self-fence", host)
+
+    def fence(self, t: int, host: str, kind: str, by: str) -> None:
+        self._classify(host, kind, by)
+
+    def action(self, t: int, host: str, effect: Any, stale: bool, monotonic: float) -> None:
+        if stale:
+            return
+        daemon = self.daemons[host]
+        decision = daemon.decision
+        valid_until = getattr(effect, "valid_until", None)
+        if valid_until is not None and monotonic > valid_until:
+            self.violate("I5", host, "%s performed after its deadline" % type(effect).__name__)
+        if isinstance(effect, fx.XapiCall) and pool_action(effect.method):
+            if self.world.xapi.role(host) != "master" or decision is None or not decision.acting_master:
+                self.violate("I4", host, "%s issued by a host that is not the acting master"
+                             % effect.method)
+        if isinstance(effect, fx.WatchdogControl) and effect.op in ("arm", "feed"):
+            self._check_feed(host, decision)
+
+    # --- after every event ------------------------------------------------------------------
+
+    def after_event(self) -> None:
+        world = self.world
+        if self.dirty:
+            self._structure()
+        acting = []
+        for name, daemon in self.daemons.items():
+            decision = self._current(daemon)
+            if decision is None:
+                continue
+            if decision.acting_master and world.hosts[name].running and \
+                    world.xapi.accepts_writes(name):
+                acting.append(name)
+            if decision.peer_dead:
+                peer = world.hosts[world.peer_of(name)]
+                if peer.power == "on" and peer.domains:
+                    self.violate("I6", name, "believes %s fenced (%s) while it runs %d guests"
+                                 % (peer.name, decision.state.peer_dead_reason, len(peer.domains)))
+        if len(acting) > 1:
+            self.violate("I2", acting[0], "two acting masters: %s" % ", ".join(sorted(acting)))
+
+    # --- pieces ---------------------------------------------------------------------------------
+
+    def _vm_name(self, vm: str) -> str:
+        return self.world.vm_names.get(vm, vm)
+
+    def _vm_liveness(self, vm: str) -> None:
+        """Failover bookkeeping: a restart-policy VM is up when a running host runs it."""
+        if vm not in self.restart_vms:
+            return
+        up = any(self.world.hosts[h].running for h in self.world.vm_hosts.get(vm, ()))
+        if up:
+            self.vm_down.discard(vm)
+            if not self.vm_down and self.went_down and self.failover is None \
+                    and self.first_fault is not None:
+                self.failover = seconds(self.world.now - self.first_fault)
+        else:
+            self.vm_down.add(vm)
+            if self.first_fault is not None and self.failover is None:
+                self.went_down.add(vm)
+
+    def _structure(self) -> None:
+        """Track, from the network's structure, which hosts are isolated or partitioned."""
+        self.dirty = False
+        world = self.world
+        net = world.network
+        now = world.now
+        a, b = world.host_names
+        up = world.hosts[a].running and world.hosts[b].running and any(
+            net.path_up(a, b, p) for p in range(net.paths))
+        if up:
+            self.partitioned_since = None
+        elif self.partitioned_since is None:
+            self.partitioned_since = now
+        for h in world.host_names:
+            peer = world.peer_of(h)
+            sees_peer = world.hosts[peer].running and any(
+                net.path_up(h, peer, p) for p in range(net.paths))
+            gws = sum(1 for g in net.gateway_names if net.gateway_up_for(h, g))
+            sees_gw = gateway_policy_satisfied(self.config.gateway_policy, gws, len(net.gateway_names))
+            isolated = not sees_peer and not sees_gw
+            if not isolated:
+                self.isolated_since[h] = None
+            elif self.isolated_since[h] is None:
+                self.isolated_since[h] = now
+
+    def _lasted(self, since: Optional[int], tolerance: float) -> bool:
+        return since is not None and self.world.now - since >= int(tolerance * NS)
+
+    def _classify(self, host: str, kind: str, by: str) -> None:
+        world = self.world
+        if self.dirty:
+            self._structure()
+        h = world.hosts[host]
+        b = self.bounds
+        frozen = h.frozen_since
+        daemon = self.daemons[host]
+        stalled = self.stalled_since.get(host) if daemon._paused() and frozen is None else None
+        down = self.daemon_down_since.get(host)
+        why = ""
+        if h.power != "on" and kind == "agent":
+            why = "the host had no power"
+        elif self._lasted(self.isolated_since[host], b.isolation_tolerance):
+            why = "isolated for %.1fs" % seconds(world.now - (self.isolated_since[host] or 0))
+        elif self._lasted(frozen, b.freeze_tolerance):
+            why = "frozen for %.1fs" % seconds(world.now - (frozen or 0))
+        elif self._lasted(stalled, b.freeze_tolerance):
+            why = "daemon stalled for %.1fs" % seconds(world.now - (stalled or 0))
+        elif kind == "watchdog" and self._lasted(down, b.freeze_tolerance):
+            why = "daemon not running for %.1fs" % seconds(world.now - (down or 0))
+        elif kind == "agent" and self._lasted(self.partitioned_since,
+                                              self.config.peer_timeout - b.cycle_max):
+            why = "hosts partitioned for %.1fs: one must go (tie-break)" % seconds(
+                world.now - (self.partitioned_since or 0))
+        if why:
+            verdict = "justified"
+        else:
+            other = world.peer_of(host)
+            verdict = "wrong-victim" if self.isolated_since[other] is not None else "unjustified"
+            why = "no fault beyond its tolerance"
+        self.fences.append(FenceRecord(seconds(world.now), host, kind, by, verdict, why))
+
+    def _check_feed(self, host: str, decision: Any) -> None:
+        world = self.world
+        h = world.hosts[host]
+        if not h.domains:
+            return
+        last = world.last_contact.get(host)
+        rho = self.bounds.rho
+        allowed = self.config.lease_timeout / (1.0 - rho) + 0.001
+        if last is None or seconds(world.now - last) > allowed:
+            self.violate("I5", host, "watchdog fed %s after the last real contact (lease %.1fs)"
+                         % ("never" if last is None else "%.2fs" % seconds(world.now - last),
+                            self.config.lease_timeout))
+
+    # --- end of run -----------------------------------------------------------------------------
+
+    def acting_masters(self) -> List[str]:
+        """Hosts whose xapi accepts writes as master and whose daemon acts as master."""
+        world = self.world
+        return [h for h in world.host_names if world.hosts[h].running
+                and world.xapi.accepts_writes(h) and self.daemons[h].alive
+                and self.daemons[h].decision is not None and self.daemons[h].decision.acting_master]
+
+    def liveness(self, label: str) -> Optional[str]:
+        """None if the pool is restored: every restart VM runs exactly once, on a running host,
+        and exactly one acting master; otherwise why not. Vacuous without a healthy host."""
+        world = self.world
+        healthy = [h for h in world.host_names if world.hosts[h].running
+                   and self.daemons[h].alive and self.isolated_since[h] is None]
+        if not healthy:
+            return None
+        problems = []
+        for vm in sorted(self.restart_vms):
+            hosts = [h for h in world.vm_hosts.get(vm, ()) if world.hosts[h].running]
+            if len(hosts) != 1:
+                problems.append("%s runs on %d hosts" % (self._vm_name(vm), len(hosts)))
+        masters = self.acting_masters()
+        if len(masters) != 1:
+            problems.append("%d acting masters" % len(masters))
+        if problems:
+            return "%s: %s" % (label, "; ".join(problems))
+        return None

@@ -1,0 +1,1 @@
+"""The simulated world: virtual time, clocks, network, hosts, domains, watchdogs, fence devices."""

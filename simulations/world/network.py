@@ -1,0 +1,134 @@
+"""The network between the two hosts, the gateway(s) and the fence devices.
+
+Topology, as on a typical small pool:
+
+    heartbeat path 1 (the management network): host NIC -- switch -- host NIC; the gateways,
+        the fence devices (BMCs) and xapi's own traffic use the management network too.
+    heartbeat paths 2.. (optional): independent networks (a direct cable, the storage network).
+
+A `nic.down` takes a host's management NIC down: path 1, the gateways, xapi traffic and its
+reach to the peer's fence device. `link.*` faults act on host-to-host paths (all of them unless a
+path is named) or on a host's link to the gateways. Loss and latency are per packet and per
+direction; a structural fault (down) is separate from random loss, so the oracle can tell an
+isolated host from an unlucky one.
+"""
+from typing import Dict, List, Optional, Tuple
+
+from simulations.world.rng import Stream
+
+BASE_LATENCY_NS = 200_000  # 0.2 ms on a quiet LAN
+
+
+class Link:
+    """One direction of one connection."""
+
+    __slots__ = ("down", "loss", "latency", "jitter")
+
+    def __init__(self) -> None:
+        self.down = 0  # a count, so overlapping faults heal correctly
+        self.loss = 0.0
+        self.latency = 0
+        self.jitter = 0
+
+    def quiet(self) -> bool:
+        return self.loss == 0.0 and self.latency == 0 and self.jitter == 0
+
+
+class Network:
+    def __init__(self, hosts: List[str], paths: int, gateways: int, streams_loss: Stream,
+                 streams_latency: Stream) -> None:
+        self.hosts = list(hosts)
+        self.paths = paths
+        self.gateway_names = ["gw%d" % (i + 1) for i in range(gateways)]
+        self.nic_down: Dict[str, int] = {h: 0 for h in hosts}
+        self.carrier_kept: Dict[str, bool] = {h: False for h in hosts}
+        self.gw_down: Dict[str, int] = {g: 0 for g in self.gateway_names}
+        self.gw_block: Dict[Tuple[str, str], int] = {}
+        self.links: Dict[Tuple[str, str, int], Link] = {}
+        for a in hosts:
+            for b in hosts:
+                if a != b:
+                    for p in range(paths):
+                        self.links[(a, b, p)] = Link()
+            for g in self.gateway_names:
+                self.links[(a, g, 0)] = Link()
+                self.links[(g, a, 0)] = Link()
+        self._loss = streams_loss
+        self._latency = streams_latency
+
+    # --- structure ---------------------------------------------------------------------------
+
+    def nic_up(self, host: str, path: int) -> bool:
+        return path > 0 or self.nic_down[host] == 0
+
+    def path_up(self, a: str, b: str, path: int) -> bool:
+        """Both directions of one heartbeat path work structurally (random loss aside)."""
+        return (
+            self.nic_up(a, path)
+            and self.nic_up(b, path)
+            and self.links[(a, b, path)].down == 0
+            and self.links[(b, a, path)].down == 0
+            and self.links[(a, b, path)].loss < 1.0
+            and self.links[(b, a, path)].loss < 1.0
+        )
+
+    def gateway_up_for(self, host: str, gw: str) -> bool:
+        return (
+            self.nic_down[host] == 0
+            and self.gw_down[gw] == 0
+            and self.gw_block.get((gw, host), 0) == 0
+            and self.links[(host, gw, 0)].down == 0
+            and self.links[(gw, host, 0)].down == 0
+            and self.links[(host, gw, 0)].loss < 1.0
+            and self.links[(gw, host, 0)].loss < 1.0
+        )
+
+    def management_connected(self, a: str, b: str) -> bool:
+        """TCP between the hosts over the management network (xapi traffic)."""
+        return self.path_up(a, b, 0)
+
+    # --- packets -----------------------------------------------------------------------------
+
+    def _deliver(self, link: Link) -> Optional[int]:
+        """Latency of one packet over ``link``, or None if it is lost."""
+        if link.down:
+            return None
+        if link.quiet():
+            return BASE_LATENCY_NS
+        if link.loss > 0.0 and self._loss.random() < link.loss:
+            return None
+        delay = BASE_LATENCY_NS + link.latency
+        if link.jitter:
+            delay += int(link.jitter * self._latency.random())
+        return delay
+
+    def to_host(self, a: str, b: str, path: int) -> Optional[int]:
+        if not (self.nic_up(a, path) and self.nic_up(b, path)):
+            return None
+        return self._deliver(self.links[(a, b, path)])
+
+    def to_gateway(self, host: str, gw: str) -> Optional[int]:
+        if self.nic_down[host] or self.gw_down[gw] or self.gw_block.get((gw, host), 0):
+            return None
+        return self._deliver(self.links[(host, gw, 0)])
+
+    def from_gateway(self, gw: str, host: str) -> Optional[int]:
+        if self.nic_down[host] or self.gw_down[gw] or self.gw_block.get((gw, host), 0):
+            return None
+        return self._deliver(self.links[(gw, host, 0)])
+
+    # --- fault helpers -----------------------------------------------------------------------
+
+    def host_links(self, a: str, b: str, path: Optional[int], both: bool) -> List[Link]:
+        paths = range(self.paths) if path is None else [path]
+        out = [self.links[(a, b, p)] for p in paths]
+        if both:
+            out += [self.links[(b, a, p)] for p in paths]
+        return out
+
+    def gateway_links(self, host: str) -> List[Link]:
+        out = []
+        for g in self.gateway_names:
+            out.append(self.links[(host, g, 0)])
+            out.append(self.links[(g, host, 0)])
+        return out
