@@ -12,35 +12,34 @@ virtual world. Both obey the same contract, written here once:
 * Every effect that waits on the outside world carries a ``timeout``; no wait is unbounded.
 * Times are seconds as floats on the host's clocks: ``monotonic`` for every decision, ``wall``
   only for human-readable logs.
+
+Effects and results are immutable records (typing.NamedTuple: cheap to build, and the loop
+builds several every cycle). Executors dispatch on ``type(effect)``, never on equality: two
+empty records such as ReadClock() and LoadState() compare equal as tuples.
 """
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, NamedTuple, Optional, Tuple, Union
 
 # --- Reading the world -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReadClock:
+class ReadClock(NamedTuple):
     """Read both clocks and whether a stop (planned shutdown, systemctl stop) was requested."""
 
 
-@dataclass(frozen=True)
-class Now:
+class Now(NamedTuple):
     monotonic: float
     wall: float
     stop_requested: bool = False
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(NamedTuple):
     """Sleep until ``until`` on the monotonic clock (returns at once if already past)."""
 
     until: float
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One probe round: ``count`` ICMP echo requests ``spacing`` apart to every address, in
+class Probe(NamedTuple):
+    """One probe round: ``echoes`` ICMP echo requests ``spacing`` apart to every address, in
     parallel; replies are awaited until ``timeout`` after the last request was sent (``peer_wait``
     for the peer's replies: shorter when the peer is already silent, since a peer that is back
     answers in milliseconds).
@@ -52,18 +51,19 @@ class Probe:
 
     peer_addresses: Tuple[str, ...]
     gateway_addresses: Tuple[str, ...]
-    count: int
+    echoes: int
     spacing: float
     timeout: float
     peer_wait: float
 
 
-@dataclass(frozen=True)
-class PathReport:
-    """``last_at``: when the latest reply (or, for the peer, its latest request) was read, on the
-    monotonic clock; the prober reads as packets arrive during the round, so this is an upper
-    bound of the arrival, close to it. Packets that arrived between rounds are read (and
-    stamped) at the start of the next round."""
+class PathReport(NamedTuple):
+    """``last_at``: when the latest reply (or, for the peer, its latest request) arrived, on the
+    monotonic clock. It must never be earlier than the true arrival: the survivor counts the
+    peer's silence from it. A real prober takes the kernel's receive timestamp (SO_TIMESTAMPNS,
+    wall clock) and converts it with the wall-to-monotonic offset read at the same time; when
+    that offset shrank since the previous read (the wall clock stepped back), it uses the read
+    time instead, which is later than the arrival and so still safe."""
 
     address: str
     replies: int
@@ -71,8 +71,7 @@ class PathReport:
     last_at: Optional[float] = None
 
 
-@dataclass(frozen=True)
-class ProbeReport:
+class ProbeReport(NamedTuple):
     """``started`` and ``finished`` bracket the round on the monotonic clock. ``heard_since`` is
     when listening for the peer's requests began (the previous round's end, or process start)."""
 
@@ -83,28 +82,24 @@ class ProbeReport:
     gateways: Tuple[PathReport, ...]
 
 
-@dataclass(frozen=True)
-class ReadPoolRole:
+class ReadPoolRole(NamedTuple):
     """Read this host's identity and xapi role from local files (the xensource inventory and
     pool.conf): never blocks on xapi, works on an orphaned slave."""
 
 
-@dataclass(frozen=True)
-class PoolRole:
+class PoolRole(NamedTuple):
     host_uuid: str
     is_master: bool
     master_address: Optional[str]  # None on a master
 
 
-@dataclass(frozen=True)
-class ListGuests:
+class ListGuests(NamedTuple):
     """Ask the local toolstack (not xapi) which guest domains run on this host."""
 
     timeout: float
 
 
-@dataclass(frozen=True)
-class GuestList:
+class GuestList(NamedTuple):
     uuids: Tuple[str, ...]
     ok: bool = True  # False: the toolstack did not answer in time
 
@@ -116,8 +111,7 @@ POOL_SESSION = "pool"  # session.login_with_password: full API on a master
 LOCAL_SESSION = "local"  # session.slave_local_login_with_password: emergency calls only
 
 
-@dataclass(frozen=True)
-class XapiCall:
+class XapiCall(NamedTuple):
     """One XenAPI call. ``address`` None means this host's own xapi; otherwise the management
     address of another host. The executor owns sessions (login, re-login on SESSION_INVALID);
     ``session`` selects a pool session or a slave-local one. ``args`` exclude the session."""
@@ -130,8 +124,7 @@ class XapiCall:
     valid_until: Optional[float] = None  # None: a read, safe at any time
 
 
-@dataclass(frozen=True)
-class XapiResult:
+class XapiResult(NamedTuple):
     """``error`` is empty on success, else xapi's ErrorDescription list, or one of the transport
     outcomes TIMEOUT, CONNECTION_REFUSED, UNREACHABLE, or STALE (refused before sending)."""
 
@@ -147,16 +140,14 @@ class XapiResult:
         return self.error[0] if self.error else ""
 
 
-@dataclass(frozen=True)
-class DestroyGuests:
+class DestroyGuests(NamedTuple):
     """Self-fence: destroy every guest domain through the local toolstack (``xl destroy``)."""
 
     valid_until: float
     timeout: float
 
 
-@dataclass(frozen=True)
-class WatchdogControl:
+class WatchdogControl(NamedTuple):
     """``arm`` opens the device with ``timeout_s`` (opening counts as a feed), ``feed`` pings it,
     ``disarm`` stops it with the magic close. Arm and feed are refused when stale."""
 
@@ -165,14 +156,12 @@ class WatchdogControl:
     valid_until: float
 
 
-@dataclass(frozen=True)
-class WatchdogResult:
+class WatchdogResult(NamedTuple):
     ok: bool
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class StartFence:
+class StartFence(NamedTuple):
     """Start the fence agent against the peer in the background (``off`` or ``status``); the
     outcome arrives later through CollectFenceResults. An agent runs at most ``timeout``."""
 
@@ -181,44 +170,37 @@ class StartFence:
     valid_until: float
 
 
-@dataclass(frozen=True)
-class FenceStarted:
+class FenceStarted(NamedTuple):
     job: int
 
 
-@dataclass(frozen=True)
-class CollectFenceResults:
+class CollectFenceResults(NamedTuple):
     """Outcomes of fence jobs that finished since the last collection."""
 
 
-@dataclass(frozen=True)
-class FenceOutcome:
+class FenceOutcome(NamedTuple):
     job: int
     action: str
     result: str  # "off" | "on" | "failed" | "timeout" | "unreachable"
 
 
-@dataclass(frozen=True)
-class Parallel:
+class Parallel(NamedTuple):
     """Run several effects at once; the result is the tuple of their results, in order."""
 
-    effects: Tuple["Effect", ...]
+    effects: Tuple[Any, ...]
 
 
-@dataclass(frozen=True)
-class Publish:
+class Publish(NamedTuple):
     """Log this cycle's decision (journal, systemd STATUS; the simulator's trace)."""
 
     decision: Any
 
 
-@dataclass(frozen=True)
-class LoadState:
+class LoadState(NamedTuple):
     """Read the daemon's persisted state (a mapping), or None when there is none."""
 
 
-@dataclass(frozen=True)
-class SaveState:
+class SaveState(NamedTuple):
     data: Mapping[str, Any]
 
 

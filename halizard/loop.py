@@ -21,7 +21,7 @@ from typing import Any, Generator
 
 from halizard.core.config import Config
 from halizard.core.decide import absorb_results, decide
-from halizard.core.observe import observe, plan_reads
+from halizard.core.observe import ReadTemplates, observe, plan_reads, read_templates
 from halizard.core.state import DaemonState, Decision, evolve, initial_state
 from halizard.core.timing import reads_stale
 from halizard.effects import (
@@ -45,8 +45,9 @@ def run(config: Config) -> Loop:
     start: Now
     start = yield ReadClock()
     state = initial_state(start.monotonic, saved)
+    templates = read_templates(config)
     while True:
-        decision = yield from cycle(config, state)
+        decision = yield from cycle(config, templates, state)
         state = decision.state
         if state.settings_dirty:
             yield SaveState({"settings": state.settings.to_dict()})
@@ -56,7 +57,8 @@ def run(config: Config) -> Loop:
         yield Sleep(until=decision.next_cycle)
 
 
-def cycle(config: Config, state: DaemonState) -> Generator[Any, Any, Decision]:
+def cycle(config: Config, templates: ReadTemplates, state: DaemonState
+          ) -> Generator[Any, Any, Decision]:
     """One HA cycle: observe, decide, publish, act. Returns the decision, which carries the new
     state and when the next cycle is due."""
     while True:
@@ -64,7 +66,7 @@ def cycle(config: Config, state: DaemonState) -> Generator[Any, Any, Decision]:
         begin = yield ReadClock()
         role: PoolRole
         role = yield ReadPoolRole()
-        plan = plan_reads(config, state, role, begin.monotonic)
+        plan = plan_reads(config, templates, state, role, begin.monotonic)
         results = yield Parallel(plan.effects)
         now: Now
         now = yield ReadClock()
@@ -76,7 +78,11 @@ def cycle(config: Config, state: DaemonState) -> Generator[Any, Any, Decision]:
     decision = decide(config, state, obs)
     yield Publish(decision)
     if decision.actions:
-        outcomes = yield Parallel(decision.actions)
+        if len(decision.actions) == 1:
+            outcome = yield decision.actions[0]
+            outcomes = (outcome,)
+        else:
+            outcomes = yield Parallel(decision.actions)
         state = absorb_results(config, decision.state, decision, outcomes)
         decision = Decision(
             at=decision.at, wall=decision.wall, mode=decision.mode, reason=decision.reason,

@@ -29,25 +29,34 @@ POOL_ACTIONS = frozenset({
 })
 
 
+Slot = Callable[[Any], None]
+
+
 def pool_action(method: str) -> bool:
     return (method[6:] if method.startswith("Async.") else method) in POOL_ACTIONS
 
 
 class _Join:
-    """Collects the results of a Parallel effect."""
+    """Collects the results of a Parallel effect; ``done`` gets them once all have arrived
+    (unless they all arrived while the effect was still being started: the caller returns
+    them at once then)."""
 
-    __slots__ = ("results", "missing", "done")
+    __slots__ = ("results", "missing", "done", "starting")
 
     def __init__(self, n: int, done: Callable[[Tuple[Any, ...]], None]) -> None:
         self.results: List[Any] = [None] * n
         self.missing = n
         self.done = done
+        self.starting = True
 
     def put(self, i: int, value: Any) -> None:
         self.results[i] = value
         self.missing -= 1
-        if self.missing == 0:
+        if self.missing == 0 and not self.starting:
             self.done(tuple(self.results))
+
+    def slot(self, i: int) -> Callable[[Any], None]:
+        return lambda value: self.put(i, value)
 
 
 class SimDaemon:
@@ -76,6 +85,24 @@ class SimDaemon:
         self.crash_after: Optional[int] = None  # exploration hook: crash before effect N
         self.effects = 0
         self._address_to_host = {h.address: h.name for h in world.hosts.values()}
+        self._role: Optional[fx.PoolRole] = None
+        self._guests: Optional[fx.GuestList] = None
+        self._handlers: Dict[type, Callable[[Any, int, Optional[Slot]], Tuple[bool, Any]]] = {
+            fx.ReadClock: self._read_clock,
+            fx.ReadPoolRole: self._read_pool_role,
+            fx.Publish: self._publish,
+            fx.Sleep: self._sleep,
+            fx.Parallel: self._parallel,
+            fx.Probe: self._start_probe,
+            fx.ListGuests: self._list_guests,
+            fx.CollectFenceResults: self._collect_fence,
+            fx.LoadState: self._load_state,
+            fx.SaveState: self._save_state,
+            fx.XapiCall: self._xapi_call,
+            fx.WatchdogControl: self._watchdog,
+            fx.DestroyGuests: self._destroy,
+            fx.StartFence: self._fence,
+        }
 
     # --- process lifecycle ---------------------------------------------------------------------
 
@@ -182,113 +209,135 @@ class SimDaemon:
             if not immediate:
                 return
 
-    def _perform(self, effect: Any, generation: int, slot: Optional[Callable[[Any], None]]
-                 ) -> Tuple[bool, Any]:
+    def _perform(self, effect: Any, generation: int, slot: Optional[Slot]) -> Tuple[bool, Any]:
         """Perform one effect. Returns (True, result) when it completes at once; otherwise the
         result arrives later through ``slot`` (or the generator, when slot is None)."""
-        kind = type(effect)
+        handler = self._handlers.get(type(effect))
+        if handler is None:
+            raise TypeError("unknown effect %r" % (effect,))
+        if getattr(effect, "valid_until", None) is not None:
+            # An action: refused when stale, exactly as the real executor does. Only actions
+            # (reads carry no deadline) are reported to the checkers.
+            monotonic = self.host.clock.monotonic(self.sched.now())
+            stale = fx.is_stale(effect, monotonic)
+            self.world.notify("action", self.name, effect, stale, monotonic)
+            if stale:
+                return True, _refusal(effect)
+        return handler(effect, generation, slot)
+
+    def _later(self, generation: int, slot: Optional[Slot], delay: int, value: Any) -> None:
+        if slot is None:
+            self.sched.after(delay, self._deliver, generation, value)
+        else:
+            self.sched.after(delay, slot, value)
+
+    # --- one handler per effect ------------------------------------------------------------------
+
+    def _read_clock(self, effect: fx.ReadClock, generation: int, slot: Optional[Slot]
+                    ) -> Tuple[bool, Any]:
         now = self.sched.now()
         clock = self.host.clock
+        return True, fx.Now(clock.monotonic(now), clock.wall(now), self.stop_requested)
 
-        def later(delay: int, value: Any) -> None:
+    def _read_pool_role(self, effect: fx.ReadPoolRole, generation: int, slot: Optional[Slot]
+                        ) -> Tuple[bool, Any]:
+        is_master, address = self.world.xapi.pool_conf(self.name)
+        role = self._role
+        if role is None or role.is_master != is_master or role.master_address != address:
+            role = self._role = fx.PoolRole(self.host.uuid, is_master, address)
+        return True, role
+
+    def _publish(self, effect: fx.Publish, generation: int, slot: Optional[Slot]
+                 ) -> Tuple[bool, Any]:
+        self.decision = effect.decision
+        self.world.notify("decision", self.name, effect.decision)
+        return True, None
+
+    def _sleep(self, effect: fx.Sleep, generation: int, slot: Optional[Slot]) -> Tuple[bool, Any]:
+        now = self.sched.now()
+        t = self.host.clock.global_time(effect.until)
+        if t <= now:
+            return True, None
+        self._later(generation, slot, t - now, None)
+        return False, None
+
+    def _start_probe(self, effect: fx.Probe, generation: int, slot: Optional[Slot]
+                     ) -> Tuple[bool, Any]:
+        delay, report = self._probe(effect)
+        self._later(generation, slot, delay, report)
+        return False, None
+
+    def _list_guests(self, effect: fx.ListGuests, generation: int, slot: Optional[Slot]
+                     ) -> Tuple[bool, Any]:
+        domains = self.host.domains
+        cached = self._guests
+        if cached is None or len(cached.uuids) != len(domains) or any(
+                u not in domains for u in cached.uuids):
+            cached = self._guests = fx.GuestList(tuple(sorted(domains)))
+        return True, cached
+
+    def _collect_fence(self, effect: fx.CollectFenceResults, generation: int,
+                       slot: Optional[Slot]) -> Tuple[bool, Any]:
+        done, self.fence_done = tuple(self.fence_done), []
+        return True, done
+
+    def _load_state(self, effect: fx.LoadState, generation: int, slot: Optional[Slot]
+                    ) -> Tuple[bool, Any]:
+        return True, self.host.disk.get("state")
+
+    def _save_state(self, effect: fx.SaveState, generation: int, slot: Optional[Slot]
+                    ) -> Tuple[bool, Any]:
+        self.host.disk["state"] = dict(effect.data)
+        return True, None
+
+    def _xapi_call(self, effect: fx.XapiCall, generation: int, slot: Optional[Slot]
+                   ) -> Tuple[bool, Any]:
+        if slot is not None:
+            self._xapi(effect, slot)
+        else:
+            self._xapi(effect, lambda r: self._deliver(generation, r))
+        return False, None
+
+    def _watchdog(self, effect: fx.WatchdogControl, generation: int, slot: Optional[Slot]
+                  ) -> Tuple[bool, Any]:
+        if effect.op == "arm":
+            self.world.watchdog_arm(self.name, effect.timeout_s)
+        elif effect.op == "feed":
+            self.world.watchdog_feed(self.name)
+        else:
+            self.world.watchdog_disarm(self.name)
+        return True, fx.WatchdogResult(True)
+
+    def _destroy(self, effect: fx.DestroyGuests, generation: int, slot: Optional[Slot]
+                 ) -> Tuple[bool, Any]:
+        delay = self.world.streams("toolstack").uniform_ns(*GUEST_DESTROY_LATENCY)
+
+        def destroyed() -> None:
+            if self.host.running:
+                self._destroy_guests()
+            result = fx.GuestList(tuple(sorted(self.host.domains)))
             if slot is None:
-                self.sched.after(delay, self._deliver, generation, value)
+                self._deliver(generation, result)
             else:
-                self.sched.after(delay, slot, value)
+                slot(result)
 
-        if kind is fx.ReadClock:
-            return True, fx.Now(clock.monotonic(now), clock.wall(now), self.stop_requested)
-        if kind is fx.ReadPoolRole:
-            is_master, address = self.world.xapi.pool_conf(self.name)
-            return True, fx.PoolRole(self.host.uuid, is_master, address)
-        if kind is fx.Publish:
-            self.decision = effect.decision
-            self.world.notify("decision", self.name, effect.decision)
-            return True, None
-        if kind is fx.Sleep:
-            t = clock.global_time(effect.until)
-            if t <= now:
-                return True, None
-            later(t - now, None)
-            return False, None
-        if kind is fx.Parallel:
-            return self._parallel(effect, generation, slot)
-        if kind is fx.Probe:
-            delay, report = self._probe(effect)
-            later(delay, report)
-            return False, None
-        if kind is fx.ListGuests:
-            return True, fx.GuestList(tuple(sorted(self.host.domains)))
-        if kind is fx.CollectFenceResults:
-            done, self.fence_done = tuple(self.fence_done), []
-            return True, done
-        if kind is fx.LoadState:
-            return True, self.host.disk.get("state")
-        if kind is fx.SaveState:
-            self.host.disk["state"] = dict(effect.data)
-            return True, None
+        self.sched.after(delay, destroyed)
+        return False, None
 
-        # Actions: refused when stale, exactly as the real executor does.
-        monotonic = clock.monotonic(now)
-        stale = fx.is_stale(effect, monotonic)
-        self.world.notify("action", self.name, effect, stale, monotonic)
-        if kind is fx.XapiCall:
-            if stale:
-                return True, fx.STALE_XAPI
-            if slot is not None:
-                self._xapi(effect, slot)
-            else:
-                self._xapi(effect, lambda r: self._deliver(generation, r))
-            return False, None
-        if kind is fx.WatchdogControl:
-            if stale and effect.op != "disarm":
-                return True, fx.STALE_WATCHDOG
-            if effect.op == "arm":
-                self.world.watchdog_arm(self.name, effect.timeout_s)
-            elif effect.op == "feed":
-                self.world.watchdog_feed(self.name)
-            else:
-                self.world.watchdog_disarm(self.name)
-            return True, fx.WatchdogResult(True)
-        if kind is fx.DestroyGuests:
-            if stale:
-                return True, fx.GuestList(tuple(sorted(self.host.domains)), ok=False)
-            delay = self.world.streams("toolstack").uniform_ns(*GUEST_DESTROY_LATENCY)
+    def _fence(self, effect: fx.StartFence, generation: int, slot: Optional[Slot]
+               ) -> Tuple[bool, Any]:
+        self.fence_jobs += 1
+        job = self.fence_jobs
+        state = {"done": False}
 
-            def destroyed() -> None:
-                if self.host.running:
-                    self._destroy_guests()
-                result = fx.GuestList(tuple(sorted(self.host.domains)))
-                if slot is None:
-                    self._deliver(generation, result)
-                else:
-                    slot(result)
+        def once(result: str) -> None:
+            if not state["done"] and generation == self.generation:
+                state["done"] = True
+                self.fence_done.append(fx.FenceOutcome(job, effect.action, result))
 
-            self.sched.after(delay, destroyed)
-            return False, None
-        if kind is fx.StartFence:
-            if stale:
-                return True, fx.STALE
-            self.fence_jobs += 1
-            job = self.fence_jobs
-            gen = self.generation
-
-            def finished(result: str) -> None:
-                if gen == self.generation:
-                    self.fence_done.append(fx.FenceOutcome(job, effect.action, result))
-
-            timeout = clock.duration(effect.timeout)
-            state = {"done": False}
-
-            def once(result: str) -> None:
-                if not state["done"]:
-                    state["done"] = True
-                    finished(result)
-
-            self.world.fence(self.name, self.peer, effect.action, once)
-            self.sched.after(timeout, once, "timeout")
-            return True, fx.FenceStarted(job)
-        raise TypeError("unknown effect %r" % (effect,))
+        self.world.fence(self.name, self.peer, effect.action, once)
+        self.sched.after(self.host.clock.duration(effect.timeout), once, "timeout")
+        return True, fx.FenceStarted(job)
 
     def _destroy_guests(self) -> None:
         for vm in sorted(self.host.domains):
@@ -296,30 +345,19 @@ class SimDaemon:
             if self.world.xapi is not None:
                 self.world.xapi.on_domain_died(self.name, vm)
 
-    def _parallel(self, effect: fx.Parallel, generation: int,
-                  slot: Optional[Callable[[Any], None]]) -> Tuple[bool, Any]:
-        n = len(effect.effects)
-        if n == 0:
-            return True, ()
-        holder: Dict[str, Any] = {}
-
-        def done(results: Tuple[Any, ...]) -> None:
-            if "sync" in holder:
-                holder["result"] = results
-            elif slot is not None:
-                slot(results)
-            else:
-                self._deliver(generation, results)
-
-        join = _Join(n, done)
-        holder["sync"] = True
+    def _parallel(self, effect: fx.Parallel, generation: int, slot: Optional[Slot]
+                  ) -> Tuple[bool, Any]:
+        if slot is None:
+            join = _Join(len(effect.effects), lambda results: self._deliver(generation, results))
+        else:
+            join = _Join(len(effect.effects), slot)
         for i, sub in enumerate(effect.effects):
-            immediate, value = self._perform(sub, generation, _slot(join, i))
+            immediate, value = self._perform(sub, generation, join.slot(i))
             if immediate:
                 join.put(i, value)
-        del holder["sync"]
-        if "result" in holder:
-            return True, holder["result"]
+        join.starting = False
+        if join.missing == 0:
+            return True, tuple(join.results)
         return False, None
 
     # --- probes ----------------------------------------------------------------------------------
@@ -330,89 +368,83 @@ class SimDaemon:
         world = self.world
         net = world.network
         now = self.sched.now()
-        clock = self.host.clock
+        mono = self.host.clock.monotonic
         spacing = int(effect.spacing * NS)
-        last_sent = (effect.count - 1) * spacing
+        last_sent = (effect.echoes - 1) * spacing
         gateway_window = last_sent + int(effect.timeout * NS)
         peer_window = last_sent + int(effect.peer_wait * NS)
         peer_host = world.hosts[self.peer]
         peer_daemon = world.daemons.get(self.peer)
-        latest = 0  # latest reply received in this round (ns after the start)
-        peer_pending = gateway_pending = False  # unanswered echoes: wait out that part's window
-        peer_replies: List[Tuple[int, int]] = []  # (replies, latest reply) per path
+        answers = peer_host.power == "on" and peer_host.frozen_since is None
+        listening = peer_daemon is not None and peer_daemon.alive and peer_host.power == "on"
+
+        peer_end = 0  # when each part of the round ends (ns after the start)
+        peer_replies = []  # (replies, latest reply) per path
         for path in range(len(effect.peer_addresses)):
-            replies, last = 0, 0
-            for k in range(effect.count):
-                sent = k * spacing
-                there = net.to_host(self.name, self.peer, path) if peer_host.power == "on" else None
-                if there is None:
-                    peer_pending = True
-                    continue
-                if peer_daemon is not None and peer_daemon.alive:
-                    peer_daemon.heard.append((now + sent + there, path))
-                back = None if peer_host.frozen_since is not None else net.to_host(
-                    self.peer, self.name, path)
-                if back is None or sent + there + back > peer_window:
-                    peer_pending = True
-                    continue
-                replies += 1
-                last = max(last, sent + there + back)
+            arrivals: Optional[List[int]] = [] if listening else None
+            replies, last, complete = net.echoes_to_host(
+                self.name, self.peer, path, effect.echoes, spacing, peer_window, answers, arrivals)
+            if arrivals and peer_daemon is not None:
+                inbox = peer_daemon.heard
+                for t in arrivals:
+                    inbox.append((now + t, path))
+            end = last if complete else peer_window
+            if end > peer_end:
+                peer_end = end
             peer_replies.append((replies, last))
-            latest = max(latest, last)
+        gateway_end = 0
         gateway_reports = []
-        gateway_latest = 0
         for gw, address in zip(net.gateway_names, effect.gateway_addresses):
-            replies, last = 0, 0
-            for k in range(effect.count):
-                sent = k * spacing
-                there = net.to_gateway(self.name, gw)
-                back = net.from_gateway(gw, self.name) if there is not None else None
-                if there is None or back is None or sent + there + back > gateway_window:
-                    gateway_pending = True
-                    continue
-                replies += 1
-                last = max(last, sent + there + back)
+            replies, last, complete = net.echoes_to_gateway(self.name, gw, effect.echoes, spacing,
+                                                            gateway_window)
+            end = last if complete else gateway_window
+            if end > gateway_end:
+                gateway_end = end
             gateway_reports.append(fx.PathReport(address, replies, False,
-                                                 clock.monotonic(now + last) if replies else None))
-            gateway_latest = max(gateway_latest, last)
-        latest = max(latest, gateway_latest)
-        peer_end = peer_window if peer_pending else max([last for _, last in peer_replies] + [0])
-        gateway_end = gateway_window if gateway_pending else gateway_latest
-        delay = max(peer_end, gateway_end)
-        finish = now + delay
-        # Requests from the peer (its own probes of us): those queued since the previous round
-        # are read at this round's start, those arriving during the round as they come.
+                                                 mono(now + last) if replies else None))
+            if replies:
+                self._contact(now + last)
+        finish = now + (peer_end if peer_end > gateway_end else gateway_end)
+
+        # Requests from the peer (its own probes of us) that arrived by the end of this round,
+        # stamped with their arrival (the kernel's receive timestamp).
         heard: Dict[int, int] = {}
-        keep = []
-        for arrival, path in self.heard:
-            if arrival <= finish:
-                heard[path] = max(heard.get(path, 0), max(arrival, now))
-            else:
-                keep.append((arrival, path))
-        self.heard = keep
+        if self.heard:
+            keep = []
+            for arrival, path in self.heard:
+                if arrival <= finish:
+                    if arrival > heard.get(path, 0):
+                        heard[path] = arrival
+                else:
+                    keep.append((arrival, path))
+            self.heard = keep
         peer_reports = []
-        contact = now + latest if latest else 0
         for path, address in enumerate(effect.peer_addresses):
             replies, last = peer_replies[path]
-            stamps = [now + last] if replies else []
-            if path in heard:
-                stamps.append(heard[path])
-            if stamps:
-                contact = max(contact, max(stamps))
+            stamp = now + last if replies else 0
+            if heard.get(path, 0) > stamp:
+                stamp = heard[path]
+            if stamp:
+                self._contact(stamp)
             peer_reports.append(fx.PathReport(address, replies, path in heard,
-                                              clock.monotonic(max(stamps)) if stamps else None))
-        if contact:
-            world.last_contact[self.name] = max(world.last_contact.get(self.name, 0), contact)
+                                              mono(stamp) if stamp else None))
         heard_since = self.heard_since
-        self.heard_since = clock.monotonic(finish)
+        self.heard_since = mono(finish)
         report = fx.ProbeReport(
-            started=clock.monotonic(now),
-            finished=clock.monotonic(finish),
+            started=mono(now),
+            finished=self.heard_since,
             heard_since=heard_since,
             peer=tuple(peer_reports),
             gateways=tuple(gateway_reports),
         )
-        return delay, report
+        return finish - now, report
+
+    def _contact(self, t: int) -> None:
+        """Ground truth for the checker: this host really received a packet from its peer or a
+        gateway at ``t``."""
+        contact = self.world.last_contact
+        if t > contact.get(self.name, 0):
+            contact[self.name] = t
 
     # --- xapi ------------------------------------------------------------------------------------
 
@@ -480,11 +512,15 @@ class SimDaemon:
             send(session, False)
 
 
-def _slot(join: _Join, index: int) -> Callable[[Any], None]:
-    def put(value: Any) -> None:
-        join.put(index, value)
-
-    return put
+def _refusal(effect: Any) -> Any:
+    """What a stale action returns instead of being performed."""
+    if isinstance(effect, fx.XapiCall):
+        return fx.STALE_XAPI
+    if isinstance(effect, fx.WatchdogControl):
+        return fx.STALE_WATCHDOG
+    if isinstance(effect, fx.DestroyGuests):
+        return fx.GuestList((), ok=False)
+    return fx.STALE
 
 
 def _transport_error(outcome: Outcome) -> fx.XapiResult:

@@ -68,12 +68,20 @@ class Checker:
         self.stalled_since: Dict[str, int] = {}
         self.daemon_down_since: Dict[str, int] = {}
         self.modes: Dict[str, Mode] = {}
+        # Hosts whose latest decision claims the master role / believes the peer fenced: I2
+        # needs two of the former to be violated, I6 one of the latter, so most events need
+        # no further look.
+        self.claimants: Set[str] = set()
+        self.believers: Set[str] = set()
         self.dirty = True
         self.first_fault: Optional[int] = None
         self.vm_down: Set[str] = set()
         self.went_down: Set[str] = set()
         self.failover: Optional[float] = None
         self.errors: List[str] = []
+        # The longest a host may go without a real contact and still feed its watchdog: its
+        # lease, stretched by the slowest clock rate the configuration allows.
+        self._lease_ns = int((config.lease_timeout / (1.0 - bounds.rho) + 0.001) * NS)
 
     # --- recording --------------------------------------------------------------------------
 
@@ -110,7 +118,8 @@ class Checker:
         self._vm_liveness(vm)
 
     def domain_stopped(self, t: int, host: str, vm: str, cause: str) -> None:
-        self._vm_liveness(vm)
+        if cause != "migrated":  # a live migration moves a running VM: it never stops
+            self._vm_liveness(vm)
 
     def host_power(self, t: int, host: str, state: str, cause: str) -> None:
         self.dirty = True
@@ -132,6 +141,8 @@ class Checker:
             self.stalled_since[fault.target] = t
 
     def daemon(self, t: int, host: str, what: str) -> None:
+        self.claimants.discard(host)
+        self.believers.discard(host)
         if what == "started":
             self.daemon_down_since.pop(host, None)
             self.modes.pop(host, None)
@@ -142,6 +153,8 @@ class Checker:
         self.violate("BUG", host, "the daemon raised %s" % error)
 
     def decision(self, t: int, host: str, decision: Any) -> None:
+        (self.claimants.add if decision.acting_master else self.claimants.discard)(host)
+        (self.believers.add if decision.peer_dead else self.believers.discard)(host)
         previous = self.modes.get(host)
         self.modes[host] = decision.mode
         if decision.mode is Mode.ISOLATED and previous is not Mode.ISOLATED:
@@ -171,6 +184,8 @@ class Checker:
         world = self.world
         if self.dirty:
             self._structure()
+        if len(self.claimants) < 2 and not self.believers:
+            return
         acting = []
         for name, daemon in self.daemons.items():
             decision = self._current(daemon)
@@ -274,9 +289,7 @@ class Checker:
         if not h.domains:
             return
         last = world.last_contact.get(host)
-        rho = self.bounds.rho
-        allowed = self.config.lease_timeout / (1.0 - rho) + 0.001
-        if last is None or seconds(world.now - last) > allowed:
+        if last is None or world.now - last > self._lease_ns:
             self.violate("I5", host, "watchdog fed %s after the last real contact (lease %.1fs)"
                          % ("never" if last is None else "%.2fs" % seconds(world.now - last),
                             self.config.lease_timeout))

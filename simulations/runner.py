@@ -117,13 +117,19 @@ class Tracer:
         self.power: List[Tuple[float, str, str]] = []
         self.log: List[Tuple[float, str, str]] = []
         self._last_mode: Dict[str, str] = {}
+        self._last_decision: Dict[str, Tuple[Any, str]] = {}
         self._last_role: Dict[str, str] = {}
 
     def _feed(self, *parts: Any) -> None:
         self.hash.update(("|".join(str(p) for p in parts) + "\n").encode("utf-8"))
 
     def decision(self, t: int, host: str, decision: Any) -> None:
-        self._feed(t, host, decision.mode.value, decision.reason)
+        # Hash each change of decision (a repeated steady-state line adds nothing: any
+        # divergence shows in the changes, the actions and the world's events).
+        key = (decision.mode, decision.reason)
+        if self._last_decision.get(host) != key:
+            self._last_decision[host] = key
+            self._feed(t, host, decision.mode.value, decision.reason)
         if self.keep:
             mode = decision.mode.value
             if self._last_mode.get(host) != mode:
@@ -161,10 +167,10 @@ class Tracer:
             self.faults.append((seconds(t), phase, fault.label(), index))
 
     def action(self, t: int, host: str, effect: Any, stale: bool, monotonic: float) -> None:
-        method = getattr(effect, "method", type(effect).__name__)
         op = getattr(effect, "op", "")
         if op == "feed":
             return
+        method = getattr(effect, "method", type(effect).__name__)
         self._feed(t, "action", host, method, op, stale)
         if self.keep and method in ("pool.emergency_transition_to_master",
                                     "Async.host.declare_dead", "pool.designate_new_master",
@@ -261,7 +267,7 @@ class Simulation:
         restart_vms = {_uuid(seed, "vm", v.name) for v in scenario.vms if v.restart == RESTART}
         self.checker = Checker(world, config, self.bounds, self.daemons, protected, restart_vms)
         self.tracer = Tracer(world, keep_timeline)
-        world.observers = [self.checker, self.tracer]
+        world.observe(self.checker, self.tracer)
         world.on_power_off.append(lambda host, cause: self.daemons[host].kill(restart=False))
         world.on_booted.append(self._booted)
         self.operator = Operator(world, lambda msg: self.tracer.log.append(

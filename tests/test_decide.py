@@ -3,8 +3,8 @@ import pytest
 
 from halizard.core.config import load_config
 from halizard.core.decide import absorb_results, decide
-from halizard.core.observe import Observation
-from halizard.core.pool import HostView, PoolView, VmView
+from halizard.core.observe import QUICK_WAIT, Observation
+from halizard.core.pool import HostView, PoolView, VmView, settings_of
 from halizard.core.state import (
     IllegalTransition,
     Mode,
@@ -62,7 +62,8 @@ def obs(t, probe_report, master=True, pool=None, guests=("uuid-vm-a",), peer_rol
     role = PoolRole(ME, master, None if master else "198.18.0.12")
     return Observation(
         cycle_start=t - 0.45, now=t, wall=1.7e9 + t, stop_requested=stop, role=role,
-        probe=probe_report, guests=GuestList(tuple(guests)), view=pool, view_error="",
+        probe=probe_report, guests=GuestList(tuple(guests)), view=pool,
+        settings=settings_of(pool) if pool is not None else None, view_error="",
         peer_role=peer_role, peer_guests=None, tasks=(), fence=tuple(fence),
     )
 
@@ -223,11 +224,11 @@ def test_two_masters_the_one_with_fewer_guests_yields():
     pool = view([vm("vm-a", ME)])
     state = evolve(healthy(pool=pool), peer_role="master")
     o = obs(11.0, probe(11.0), pool=pool, guests=(), peer_role="master")
-    o = Observation(**dict(o.__dict__, peer_guests=2))
+    o = o._replace(peer_guests=2)
     decision = decide(CFG, state, o)
     assert any(isinstance(a, XapiCall) and a.method == "pool.emergency_reset_master"
                for a in decision.actions)
-    o = Observation(**dict(o.__dict__, guests=GuestList(("a", "b", "c")), peer_guests=2))
+    o = o._replace(guests=GuestList(("a", "b", "c")), peer_guests=2)
     decision = decide(CFG, state, o)
     assert not any(isinstance(a, XapiCall) and a.method == "pool.emergency_reset_master"
                    for a in decision.actions)
@@ -280,15 +281,16 @@ def test_next_cycle_is_never_later_than_the_cadence_or_a_pending_deadline():
     state = healthy(pool=pool)
     # A cycle that began long ago (it overran): the next one is due at once, not at the lease.
     late = obs(20.0, probe(20.0), pool=pool)
-    late = Observation(**dict(late.__dict__, cycle_start=15.0))
+    late = late._replace(cycle_start=15.0)
     decision = decide(CFG, state, late)
     assert decision.next_cycle <= 20.0
-    # A survivor wakes exactly when its takeover falls due, not up to a cycle later: here the
-    # deadline comes before this cycle's cadence (cycle start + probe_interval).
+    # A survivor's cycle for its takeover starts one probe round early, so the decision falls on
+    # the deadline, not up to a cycle later: here the deadline comes before this cycle's cadence.
+    lead = (CFG.probe_count - 1) * CFG.probe_spacing + QUICK_WAIT
     t, seen = 10.0, 9.95
     while True:
         t += 0.5
         decision, state = settle(CFG, state, obs(t, probe(t, peer=False), pool=pool))
-        if t < seen + CFG.takeover_delay < (t - 0.45) + CFG.probe_interval:
+        if t < seen + CFG.takeover_delay - lead < (t - 0.45) + CFG.probe_interval:
             break
-    assert decision.next_cycle == pytest.approx(seen + CFG.takeover_delay)
+    assert decision.next_cycle == pytest.approx(seen + CFG.takeover_delay - lead)

@@ -15,14 +15,13 @@ trace show.
     9. normal            peer visible: the master restarts halted protected VMs
    10. survivor          peer silent, gateway visible: wait for proof, then take over
 """
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from halizard.core.config import Config
-from halizard.core.evidence import Facts, facts, record_probe
-from halizard.core.observe import Observation, task_outcome
+from halizard.core.evidence import Facts, facts, probe_changes
+from halizard.core.observe import QUICK_WAIT, Observation, task_outcome
 from halizard.core.placement import plan_starts
-from halizard.core.pool import HostView, settings_of
+from halizard.core.pool import HostView
 from halizard.core.state import (
     ACTING_MODES,
     Attempt,
@@ -52,8 +51,7 @@ HANDOVER_PATIENCE = 60.0  # seconds a requested hand-over, promotion or yield ma
 MAX_STARTS_PER_CYCLE = 8
 
 
-@dataclass(frozen=True)
-class Intent:
+class Intent(NamedTuple):
     """Why an action was issued, so its result can be absorbed into the state."""
 
     kind: str
@@ -62,8 +60,12 @@ class Intent:
     memory: int = 0
 
 
-@dataclass(frozen=True)
-class Step:
+FEED = (Intent("feed"),)
+ARM = (Intent("arm"),)
+DISARM = (Intent("disarm"),)
+
+
+class Step(NamedTuple):
     mode: Mode
     reason: str
     actions: Tuple[Any, ...] = ()
@@ -72,6 +74,8 @@ class Step:
 
 class _Cycle:
     """The inputs of one decision, with helpers to build actions. Lives for one call."""
+
+    __slots__ = ("config", "state", "obs", "f", "now", "valid_until", "actions", "intents")
 
     def __init__(self, config: Config, state: DaemonState, obs: Observation, f: Facts) -> None:
         self.config = config
@@ -102,19 +106,24 @@ def _fmt(seconds: float) -> str:
 
 
 def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> DaemonState:
-    s = record_probe(config, state, obs.probe)
+    s = state
     changes: Dict[str, Any] = {"role": obs.role, "local_uuid": obs.role.host_uuid}
+    probe_changes(config, state, obs.probe, changes)
     if obs.guests is not None:
         changes["guests"] = obs.guests.uuids if obs.guests.ok else None
     if obs.view is not None:
-        settings = settings_of(obs.view)
         changes["view"] = obs.view
         changes["view_at"] = obs.now
+    if obs.settings is not None:
+        settings = obs.settings
+        if not obs.role.is_master:
+            changes["view_at"] = obs.now  # a slave's "view" is the settings it last read
         if settings != s.settings:
             changes["settings"] = settings
             changes["settings_dirty"] = True
             left = s.settings.maintenance - settings.maintenance
             changes["reenable"] = (s.reenable | left) - settings.maintenance
+    if obs.view is not None:
         enabled = frozenset(h.uuid for h in obs.view.hosts if h.enabled)
         if s.reenable & enabled:
             changes["reenable"] = changes.get("reenable", s.reenable) - enabled
@@ -188,6 +197,8 @@ def absorb_results(
 ) -> DaemonState:
     """Fold the results of a decision's actions into the state."""
     intents = decision.intents
+    if all(i.kind == "feed" for i in intents):
+        return state  # feeding the watchdog changes nothing the daemon remembers
     changes: Dict[str, Any] = {}
     tasks = list(state.tasks)
     attempts = {a.vm: a for a in state.attempts}
@@ -245,27 +256,27 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     acting = bool(s.role is not None and s.role.is_master
                   and (step.mode in ACTING_MODES or step.mode is Mode.STOPPING))
     return Decision(
-        at=obs.now,
-        wall=obs.wall,
-        mode=step.mode,
-        reason=step.reason,
-        actions=actions,
-        intents=intents,
-        state=s,
-        acting_master=acting,
-        peer_dead=s.peer_dead,
-        exit=step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs),
-        next_cycle=_next_cycle(config, s, f, step.mode, obs),
+        obs.now,  # at
+        obs.wall,
+        step.mode,
+        step.reason,
+        actions,
+        intents,
+        s,  # state
+        acting,  # acting_master
+        s.peer_dead,
+        step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs),  # exit
+        _next_cycle(config, s, f, step.mode, obs),  # next_cycle
     )
 
 
 def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Observation) -> float:
-    """When the next cycle is due: one probe_interval after this one began, twice as often while
-    a takeover waits on xapi, and never later than the next deadline a rule is waiting for
+    """When the next cycle is due: one probe_interval after this one began, four times as often
+    while a takeover waits on xapi, and never later than the next deadline a rule is waiting for
     (lease expiry, promotion, takeover, fence), so deadlines are acted on when they fall due
     rather than up to a cycle late."""
     waiting = mode is Mode.TAKEOVER or (mode is Mode.SURVIVOR and s.promote_requested_at is not None)
-    interval = config.probe_interval / 2 if waiting else config.probe_interval
+    interval = config.probe_interval / 4 if waiting else config.probe_interval
     deadlines: List[float] = []
     if f.lease_expires is not None:
         deadlines.append(f.lease_expires)
@@ -279,8 +290,15 @@ def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Obser
             if not obs.role.is_master and s.promote_requested_at is None:
                 deadlines.append(seen + config.promote_delay)
     # The cadence always counts (if it is already past, the next cycle starts at once); a
-    # deadline only counts while it is still ahead.
-    return min([obs.cycle_start + interval] + [d for d in deadlines if d > f.now])
+    # deadline only counts while it is still ahead. The cycle for a deadline starts one probe
+    # round early, so that its decision, made when the round ends, falls on the deadline (if the
+    # round is quicker, the deadline is still ahead and the next cycle follows at once).
+    due = obs.cycle_start + interval
+    lead = (config.probe_count - 1) * config.probe_spacing + QUICK_WAIT
+    for deadline in deadlines:
+        if deadline > f.now and deadline - lead < due:
+            due = max(deadline - lead, f.now)
+    return due
 
 
 def _stop_done(s: DaemonState, obs: Observation) -> bool:
@@ -374,7 +392,7 @@ def _rejoin(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
             return c.step(Mode.REJOINING, _two_masters(c, s)), s
         return c.step(Mode.NORMAL, "rejoined: this host is pool master, peer is %s"
                       % s.peer_role), s
-    if c.obs.view is not None:
+    if c.obs.settings is not None:
         return c.step(Mode.NORMAL, "rejoined as slave of %s" % role.master_address), s
     return c.step(Mode.REJOINING, "peer visible; waiting for the pool master %s to answer (%s)"
                   % (role.master_address, c.obs.view_error or "not asked")), s
@@ -420,10 +438,15 @@ def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
 
 
 def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
-    s = evolve(s, peer_dead=False, peer_dead_reason="", fence_job=None, fence_action=None,
-               fence_confirmed_at=None, fence_failures=0, declared_dead_at=None,
-               promote_requested_at=None, handover_requested_at=None,
-               yield_requested_at=s.yield_requested_at if role_is_master(c) else None)
+    # The peer is back: whatever a takeover, fence or hand-over had under way is over.
+    if (s.peer_dead or s.fence_job is not None or s.fence_action is not None
+            or s.fence_confirmed_at is not None or s.fence_failures or s.declared_dead_at is not None
+            or s.promote_requested_at is not None or s.handover_requested_at is not None
+            or (s.yield_requested_at is not None and not c.obs.role.is_master)):
+        s = evolve(s, peer_dead=False, peer_dead_reason="", fence_job=None, fence_action=None,
+                   fence_confirmed_at=None, fence_failures=0, declared_dead_at=None,
+                   promote_requested_at=None, handover_requested_at=None,
+                   yield_requested_at=s.yield_requested_at if c.obs.role.is_master else None)
     role = c.obs.role
     if not role.is_master:
         if s.peer_role == "slave":
@@ -437,10 +460,6 @@ def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         return c.step(Mode.NORMAL, _two_masters(c, s)), s
     note = _master_duties(c, s, peer_healthy=True)
     return c.step(Mode.NORMAL, "peer visible; " + note), s
-
-
-def role_is_master(c: _Cycle) -> bool:
-    return c.obs.role.is_master
 
 
 def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
@@ -535,6 +554,9 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     left it, restart halted protected VMs. Returns a short note for the decision's reason."""
     view = s.view
     assert view is not None
+    if not (s.tasks or s.attempts or s.needs_sync or s.reenable or s.settings.maintenance) and \
+            not any(v.protected and v.power_state == "Halted" for v in view.vms):
+        return "all protected VMs running"  # nothing to plan: the common steady state
     me = view.host(s.local_uuid)
     peer = _peer_host(s)
     notes: List[str] = []
@@ -613,11 +635,10 @@ def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode
     if not ha_on or (mode is Mode.STOPPING and f.lease_held) or (
             not guests_present and mode is not Mode.ISOLATED):
         if s.watchdog_armed:
-            return (WatchdogControl("disarm", timeout, f.now + config.probe_interval),), (
-                Intent("disarm"),)
+            return (WatchdogControl("disarm", timeout, f.now + config.probe_interval),), DISARM
         return (), ()
     if not f.lease_held or f.lease_expires is None:
         return (), ()
     if s.watchdog_armed:
-        return (WatchdogControl("feed", timeout, f.lease_expires),), (Intent("feed"),)
-    return (WatchdogControl("arm", timeout, f.lease_expires),), (Intent("arm"),)
+        return (WatchdogControl("feed", timeout, f.lease_expires),), FEED
+    return (WatchdogControl("arm", timeout, f.lease_expires),), ARM

@@ -8,12 +8,11 @@ Each piece of evidence is recorded twice, and each rule uses the bound that is s
 * the **upper** bound (the round's end) feeds the survivor's silence clock: the peer may have
   been alive until then, so the survivor never counts silence from too early.
 """
-from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from halizard.core.config import Config
 from halizard.core.state import DaemonState, evolve
-from halizard.effects import PathReport, ProbeReport
+from halizard.effects import ProbeReport
 
 
 def gateway_policy_satisfied(policy: str, answered: int, total: int) -> bool:
@@ -27,35 +26,54 @@ def gateway_policy_satisfied(policy: str, answered: int, total: int) -> bool:
     return answered > 0
 
 
-def _stamp(path: PathReport, report: ProbeReport) -> float:
-    return report.finished if path.last_at is None else path.last_at
-
-
-def _later(a: Optional[float], b: float) -> float:
-    return b if a is None or b > a else a
+def probe_changes(config: Config, state: DaemonState, report: ProbeReport,
+                  changes: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The state fields a probe round moves forward (only ever forward), added to ``changes``."""
+    if changes is None:
+        changes = {}
+    replied = heard = False
+    upper: Optional[float] = None
+    for p in report.peer:
+        if p.replies > 0 or p.heard:
+            replied = replied or p.replies > 0
+            heard = heard or p.heard
+            stamp = report.finished if p.last_at is None else p.last_at
+            if upper is None or stamp > upper:
+                upper = stamp
+    contact = state.contact_lower
+    if upper is not None:
+        lower = report.started if replied else report.heard_since
+        if state.peer_lower is None or lower > state.peer_lower:
+            changes["peer_lower"] = lower
+        if state.peer_upper is None or upper > state.peer_upper:
+            changes["peer_upper"] = upper
+        if contact is None or lower > contact:
+            contact = lower
+    answered = 0
+    gw_upper: Optional[float] = None
+    for g in report.gateways:
+        if g.replies > 0:
+            answered += 1
+            stamp = report.finished if g.last_at is None else g.last_at
+            if gw_upper is None or stamp > gw_upper:
+                gw_upper = stamp
+    if gw_upper is not None and gateway_policy_satisfied(config.gateway_policy, answered,
+                                                         len(report.gateways)):
+        if state.gateway_upper is None or gw_upper > state.gateway_upper:
+            changes["gateway_upper"] = gw_upper
+        if contact is None or report.started > contact:
+            contact = report.started
+    if contact is not None and contact != state.contact_lower:
+        changes["contact_lower"] = contact
+    return changes
 
 
 def record_probe(config: Config, state: DaemonState, report: ProbeReport) -> DaemonState:
-    changes = {}
-    replied = any(p.replies > 0 for p in report.peer)
-    heard = any(p.heard for p in report.peer)
-    if replied or heard:
-        lower = report.started if replied else report.heard_since
-        upper = max(_stamp(p, report) for p in report.peer if p.replies > 0 or p.heard)
-        changes["peer_lower"] = _later(state.peer_lower, lower)
-        changes["peer_upper"] = _later(state.peer_upper, upper)
-        changes["contact_lower"] = _later(state.contact_lower, lower)
-    answering = [g for g in report.gateways if g.replies > 0]
-    if gateway_policy_satisfied(config.gateway_policy, len(answering), len(report.gateways)):
-        upper = max(_stamp(g, report) for g in answering)
-        changes["gateway_upper"] = _later(state.gateway_upper, upper)
-        changes["contact_lower"] = _later(changes.get("contact_lower", state.contact_lower),
-                                          report.started)
+    changes = probe_changes(config, state, report)
     return evolve(state, **changes) if changes else state
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """What the evidence means at one moment."""
 
     now: float

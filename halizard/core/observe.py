@@ -6,10 +6,17 @@ database calls while its master is unreachable); a rejoining host asks its peer'
 it has. Every read carries a timeout, so one slow xapi never stalls probing for long.
 """
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from halizard.core.config import Config
-from halizard.core.pool import PoolParseError, PoolView, parse_pool
+from halizard.core.pool import (
+    PoolParseError,
+    PoolView,
+    Settings,
+    parse_pool,
+    parse_settings,
+    settings_of,
+)
 from halizard.core.state import DaemonState, Mode
 from halizard.effects import (
     LOCAL,
@@ -31,13 +38,14 @@ POOL_READS = (
     "VM.get_all_records",
 )
 PEER_ROLE_RECHECK = 30.0  # seconds between checks that the peer's xapi is our slave
+POOL_REFRESH = 5.0  # seconds between pool database reads in a quiet steady state
 QUICK_WAIT = 0.1  # how long a round waits for replies from a peer that is already silent
 
 
-@dataclass(frozen=True)
-class ReadPlan:
+class ReadPlan(NamedTuple):
     effects: Tuple[Any, ...]
-    pool_at: Optional[int]  # index of the first of the four pool reads
+    pool_at: Optional[int]  # index of the first pool read
+    pool_reads: int  # 4 on a master (the whole database), 1 on a slave (the pool record)
     pool_address: Optional[str]
     peer_role_at: Optional[int]
     peer_vms_at: Optional[int]
@@ -45,8 +53,7 @@ class ReadPlan:
     fence_at: Optional[int]
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     cycle_start: float
     now: float
     wall: float
@@ -55,6 +62,7 @@ class Observation:
     probe: ProbeReport
     guests: Optional[GuestList]
     view: Optional[PoolView]
+    settings: Optional[Settings]  # fresh pool-wide settings, when the pool was read
     view_error: str
     peer_role: Optional[str]
     peer_guests: Optional[int]
@@ -62,26 +70,64 @@ class Observation:
     fence: Tuple[Any, ...]
 
 
-def plan_reads(config: Config, state: DaemonState, role: PoolRole, now: float) -> ReadPlan:
+@dataclass(frozen=True)
+class ReadTemplates:
+    """The reads that are the same every cycle, built once per configuration."""
+
+    probe: Probe
+    probe_quick: Probe  # when the peer is already silent: do not wait long for its replies
+    guests: ListGuests
+    master_reads: Tuple[XapiCall, ...]
+
+
+def read_templates(config: Config) -> ReadTemplates:
+    def probe(peer_wait: float) -> Probe:
+        return Probe(config.peer_addresses, config.gateway_addresses, config.probe_count,
+                     config.probe_spacing, config.probe_timeout, peer_wait=peer_wait)
+
+    return ReadTemplates(
+        probe=probe(config.probe_timeout),
+        probe_quick=probe(QUICK_WAIT),
+        guests=ListGuests(timeout=config.xapi_timeout),
+        master_reads=tuple(XapiCall(m, (), LOCAL, POOL_SESSION, config.xapi_timeout)
+                           for m in POOL_READS),
+    )
+
+
+def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, role: PoolRole,
+               now: float) -> ReadPlan:
     peer_recent = state.peer_upper is not None and now - state.peer_upper <= config.peer_timeout
-    effects: List[Any] = [
-        Probe(config.peer_addresses, config.gateway_addresses, config.probe_count,
-              config.probe_spacing, config.probe_timeout,
-              peer_wait=config.probe_timeout if peer_recent else QUICK_WAIT),
-        ListGuests(timeout=config.xapi_timeout),
-    ]
+    effects: List[Any] = [templates.probe if peer_recent else templates.probe_quick,
+                          templates.guests]
     peer_address = config.peer_addresses[0]
 
+    # A master reads the whole pool database, but in a quiet steady state only every
+    # POOL_REFRESH seconds: xapi refuses to start a VM that is not halted, so acting on a view
+    # a few seconds old is safe, and the daemon must not load xapi with a stream of calls. A
+    # slave reads only the pool record (the settings it caches), and only from a visible master
+    # (a slave's database calls hang while its master is unreachable).
     pool_at = None
     pool_address = None
+    pool_reads: Tuple[str, ...] = ()
+    quiet = state.mode is Mode.NORMAL and state.view_at is not None \
+        and now - state.view_at < POOL_REFRESH
     if role.is_master:
-        pool_address = LOCAL
+        if not (quiet and state.view is not None and not state.tasks and not state.needs_sync
+                and not state.reenable and not state.settings.maintenance
+                and state.peer_role in (None, "slave")):
+            pool_reads = POOL_READS
     elif role.master_address is not None and (peer_recent or state.mode is Mode.STARTING):
-        pool_address = role.master_address
-    if pool_address is not None or role.is_master:
+        if not quiet:
+            pool_address = role.master_address
+            pool_reads = POOL_READS[:1]
+    if pool_reads:
         pool_at = len(effects)
-        for method in POOL_READS:
-            effects.append(XapiCall(method, (), pool_address, POOL_SESSION, config.xapi_timeout))
+        if pool_address is None:
+            effects.extend(templates.master_reads)
+        else:
+            for method in pool_reads:
+                effects.append(XapiCall(method, (), pool_address, POOL_SESSION,
+                                        config.xapi_timeout))
 
     peer_role_at = None
     if role.is_master and peer_recent and (
@@ -111,8 +157,8 @@ def plan_reads(config: Config, state: DaemonState, role: PoolRole, now: float) -
     if state.fence_job is not None:
         fence_at = len(effects)
         effects.append(CollectFenceResults())
-    return ReadPlan(tuple(effects), pool_at, pool_address, peer_role_at, peer_vms_at,
-                    tuple(tasks_at), fence_at)
+    return ReadPlan(tuple(effects), pool_at, len(pool_reads), pool_address, peer_role_at,
+                    peer_vms_at, tuple(tasks_at), fence_at)
 
 
 def role_from_answer(result: XapiResult) -> Optional[str]:
@@ -139,10 +185,11 @@ def observe(
     probe = results[0]
     guests = results[1]
     view = None
+    settings = None
     view_error = ""
     peer_role = None
     if plan.pool_at is not None:
-        answers = results[plan.pool_at:plan.pool_at + len(POOL_READS)]
+        answers = results[plan.pool_at:plan.pool_at + plan.pool_reads]
         failed = [a for a in answers if not a.ok]
         if failed:
             view_error = failed[0].code
@@ -151,7 +198,11 @@ def observe(
                 peer_role = role_from_answer(failed[0])
         else:
             try:
-                view = parse_pool(*(a.value for a in answers))
+                if plan.pool_reads == len(POOL_READS):
+                    view = parse_pool(*(a.value for a in answers))
+                    settings = settings_of(view)
+                else:
+                    settings = parse_settings(answers[0].value)
             except PoolParseError:
                 view_error = "GARBAGE"
             if plan.pool_address is not None:
@@ -164,21 +215,8 @@ def observe(
             peer_guests = count_own_guests(answer.value, results[plan.peer_vms_at].value)
     tasks = tuple((ref, results[i]) for ref, i in plan.tasks_at)
     fence = tuple(results[plan.fence_at]) if plan.fence_at is not None else ()
-    return Observation(
-        cycle_start=cycle_start,
-        now=now,
-        wall=wall,
-        stop_requested=stop_requested,
-        role=role,
-        probe=probe,
-        guests=guests,
-        view=view,
-        view_error=view_error,
-        peer_role=peer_role,
-        peer_guests=peer_guests,
-        tasks=tasks,
-        fence=fence,
-    )
+    return Observation(cycle_start, now, wall, stop_requested, role, probe, guests, view,
+                       settings, view_error, peer_role, peer_guests, tasks, fence)
 
 
 def count_own_guests(pools: Any, vms: Any) -> Optional[int]:

@@ -119,6 +119,30 @@ def settings_of(view: PoolView) -> Settings:
     return Settings(view.ha_enabled, view.native_ha, view.maintenance)
 
 
+def parse_settings(pools: Mapping[str, Any]) -> Settings:
+    """The pool-wide settings from ``pool.get_all_records`` alone (what a slave reads)."""
+    try:
+        if len(pools) != 1:
+            raise PoolParseError("expected exactly one pool object, got %d" % len(pools))
+        pool = next(iter(pools.values()))
+        other = pool.get("other_config") or {}
+        return Settings(
+            ha_enabled=_bool(other.get(KEY_ENABLED, "false")),
+            native_ha=_bool(pool.get("ha_enabled", False)),
+            maintenance=_maintenance(other),
+        )
+    except (AttributeError, TypeError) as exc:
+        raise PoolParseError("malformed pool record: %r" % (exc,)) from None
+
+
+def _maintenance(other: Mapping[str, Any]) -> FrozenSet[str]:
+    return frozenset(
+        key[len(KEY_MAINTENANCE_PREFIX):]
+        for key, value in other.items()
+        if key.startswith(KEY_MAINTENANCE_PREFIX) and _bool(value)
+    )
+
+
 def _int(value: Any, default: int = 0) -> int:
     try:
         return int(value)
@@ -202,16 +226,12 @@ def parse_pool(
                     busy=bool(rec.get("current_operations")),
                 )
             )
-        maintenance = frozenset(
-            key[len(KEY_MAINTENANCE_PREFIX):]
-            for key, value in other.items()
-            if key.startswith(KEY_MAINTENANCE_PREFIX) and _bool(value)
-        )
+        settings = parse_settings(pools)
         return PoolView(
             master_uuid=host_uuid_by_ref.get(pool.get("master", NULL_REF)),
-            ha_enabled=_bool(other.get(KEY_ENABLED, "false")),
-            native_ha=_bool(pool.get("ha_enabled", False)),
-            maintenance=maintenance,
+            ha_enabled=settings.ha_enabled,
+            native_ha=settings.native_ha,
+            maintenance=settings.maintenance,
             hosts=tuple(host_views),
             vms=tuple(sorted(vm_views, key=lambda v: (v.name, v.uuid))),
         )

@@ -15,7 +15,7 @@ Modes (the same words in the logs, the simulator's trace, the CLI and the docs):
 """
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 from halizard.core.pool import PoolView, Settings
 from halizard.effects import PoolRole
@@ -156,8 +156,7 @@ def initial_state(started_at: float, saved: Optional[Mapping[str, Any]]) -> Daem
     )
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """One cycle's outcome: the mode, why (one line, with the numbers), and what to do."""
 
     at: float

@@ -117,6 +117,66 @@ class Network:
             return None
         return self._deliver(self.links[(gw, host, 0)])
 
+    # --- probe rounds --------------------------------------------------------------------------
+
+    def echoes_to_host(self, a: str, b: str, path: int, count: int, spacing: int, window: int,
+                       answers: bool, arrivals: Optional[List[int]]) -> Tuple[int, int, bool]:
+        """``count`` echo requests from ``a`` to ``b`` on ``path``, ``spacing`` ns apart, replies
+        awaited until ``window`` ns after the first. Returns (replies, latest reply in ns after
+        the start, every echo answered). Request arrival times at ``b`` are appended to
+        ``arrivals`` (b's prober sees them as the peer's own probes). ``answers``: b's kernel
+        replies (powered and not frozen)."""
+        there_link = self.links[(a, b, path)]
+        back_link = self.links[(b, a, path)]
+        if not (self.nic_up(a, path) and self.nic_up(b, path)):
+            return 0, 0, False
+        if there_link.quiet() and back_link.quiet() and not there_link.down and not back_link.down:
+            # Nothing random on a quiet link: every request arrives, every reply comes back.
+            if arrivals is not None:
+                arrivals.append(BASE_LATENCY_NS)
+            if not answers:
+                return 0, 0, False
+            return count, (count - 1) * spacing + 2 * BASE_LATENCY_NS, True
+        replies = latest = 0
+        complete = True
+        for k in range(count):
+            sent = k * spacing
+            there = self._deliver(there_link)
+            if there is None:
+                complete = False
+                continue
+            if arrivals is not None:
+                arrivals.append(sent + there)
+            back = self._deliver(back_link) if answers else None
+            if back is None or sent + there + back > window:
+                complete = False
+                continue
+            replies += 1
+            latest = max(latest, sent + there + back)
+        return replies, latest, complete
+
+    def echoes_to_gateway(self, host: str, gw: str, count: int, spacing: int, window: int
+                          ) -> Tuple[int, int, bool]:
+        """Like echoes_to_host, to a gateway (which never probes us itself)."""
+        if self.nic_down[host] or self.gw_down[gw] or self.gw_block.get((gw, host), 0):
+            return 0, 0, False
+        there_link = self.links[(host, gw, 0)]
+        back_link = self.links[(gw, host, 0)]
+        if there_link.quiet() and back_link.quiet() and not there_link.down and not back_link.down:
+            return count, (count - 1) * spacing + 2 * BASE_LATENCY_NS, True
+        replies = latest = 0
+        complete = True
+        for k in range(count):
+            sent = k * spacing
+            there = self._deliver(there_link)
+            back = self._deliver(back_link) if there is not None else None
+            if there is None or back is None or sent + there + back > window:
+                complete = False
+                continue
+            replies += 1
+            latest = max(latest, sent + there + back)
+        return replies, latest, complete
+
     # --- fault helpers -----------------------------------------------------------------------
 
     def host_links(self, a: str, b: str, path: Optional[int], both: bool) -> List[Link]:

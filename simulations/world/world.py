@@ -64,6 +64,7 @@ class World:
         self.vm_hosts: Dict[str, Set[str]] = {}  # vm uuid -> hosts with a live domain
         self.last_death: Dict[str, int] = {}
         self.observers: List[Any] = []
+        self._handlers: Dict[str, List[Any]] = {}
         self.xapi: Any = None  # simulations.xapi.model.XapiPool, attached by the runner
         self.daemons: Dict[str, Any] = {}  # host name -> simulations.executor.SimDaemon
         self.vm_names: Dict[str, str] = {}  # vm uuid -> name, for messages
@@ -81,8 +82,17 @@ class World:
         return self.host_names[1] if name == self.host_names[0] else self.host_names[0]
 
     def notify(self, method: str, *args: Any) -> None:
-        for observer in self.observers:
-            getattr(observer, method)(self.now, *args)
+        handlers = self._handlers.get(method)
+        if handlers is None:
+            handlers = self._handlers[method] = [getattr(o, method) for o in self.observers]
+        now = self.scheduler.now()
+        for handler in handlers:
+            handler(now, *args)
+
+    def observe(self, *observers: Any) -> None:
+        """Set the observers notified of every world event (see notify)."""
+        self.observers = list(observers)
+        self._handlers = {}
 
     # --- Fabric (for the xapi model) ----------------------------------------------------------
 
