@@ -47,6 +47,10 @@ class Probe(NamedTuple):
     Besides the replies, the report tells for each peer address whether echo requests *from* the
     peer arrived since the previous round (the peer's own probes of us): a passive heartbeat that
     keeps the peer visible through heavy loss.
+
+    Every request carries ``beacon`` in its payload: a short line saying this daemon's pool
+    role and mode (halizard.core.beacon). The peer reads it from the requests it hears. A
+    beacon is only ever used to refrain from acting, so a forged one can delay, never harm.
     """
 
     peer_addresses: Tuple[str, ...]
@@ -55,6 +59,7 @@ class Probe(NamedTuple):
     spacing: float
     timeout: float
     peer_wait: float
+    beacon: str = ""
 
 
 class PathReport(NamedTuple):
@@ -80,6 +85,7 @@ class ProbeReport(NamedTuple):
     heard_since: float
     peer: Tuple[PathReport, ...]
     gateways: Tuple[PathReport, ...]
+    peer_beacon: Optional[str] = None  # the latest beacon heard from the peer, if any
 
 
 class ReadPoolRole(NamedTuple):

@@ -77,7 +77,7 @@ class SimDaemon:
         self.stop_requested = False
         self.on_exit: Optional[Callable[[], None]] = None
         self.sessions: Dict[Tuple[str, str], str] = {}
-        self.heard: List[Tuple[int, int]] = []  # (arrival ns, path) of peer requests
+        self.heard: List[Tuple[int, int, str]] = []  # (arrival ns, path, beacon) of requests
         self.heard_since = 0.0
         self.fence_jobs = 0
         self.fence_done: List[fx.FenceOutcome] = []
@@ -387,7 +387,7 @@ class SimDaemon:
             if arrivals and peer_daemon is not None:
                 inbox = peer_daemon.heard
                 for t in arrivals:
-                    inbox.append((now + t, path))
+                    inbox.append((now + t, path, effect.beacon))
             end = last if complete else peer_window
             if end > peer_end:
                 peer_end = end
@@ -409,14 +409,17 @@ class SimDaemon:
         # Requests from the peer (its own probes of us) that arrived by the end of this round,
         # stamped with their arrival (the kernel's receive timestamp).
         heard: Dict[int, int] = {}
+        beacon, beacon_at = None, -1
         if self.heard:
             keep = []
-            for arrival, path in self.heard:
+            for arrival, path, text in self.heard:
                 if arrival <= finish:
                     if arrival > heard.get(path, 0):
                         heard[path] = arrival
+                    if arrival > beacon_at:
+                        beacon, beacon_at = text, arrival
                 else:
-                    keep.append((arrival, path))
+                    keep.append((arrival, path, text))
             self.heard = keep
         peer_reports = []
         for path, address in enumerate(effect.peer_addresses):
@@ -436,6 +439,7 @@ class SimDaemon:
             heard_since=heard_since,
             peer=tuple(peer_reports),
             gateways=tuple(gateway_reports),
+            peer_beacon=beacon,
         )
         return finish - now, report
 

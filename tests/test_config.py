@@ -74,6 +74,12 @@ def test_n01_warning_without_second_path_or_fence_agent():
     assert not load(fence_agent="fence_ipmilan").warnings
 
 
+def test_peer_timeout_must_come_before_promotion():
+    with pytest.raises(ConfigError) as exc:
+        load(peer_timeout="9s")
+    assert "peer_timeout: must be shorter than promote_delay" in str(exc.value)
+
+
 def test_fence_delay_must_let_the_master_fence_first():
     with pytest.raises(ConfigError) as exc:
         load(fence_agent="fence_ipmilan", fence_delay="5s")

@@ -17,9 +17,10 @@ trace show.
 """
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from halizard.core.beacon import parse_beacon
 from halizard.core.config import Config
 from halizard.core.evidence import Facts, facts, probe_changes
-from halizard.core.observe import QUICK_WAIT, Observation, task_outcome
+from halizard.core.observe import QUICK_WAIT, Observation, peer_says_master, task_outcome
 from halizard.core.placement import plan_starts
 from halizard.core.pool import HostView
 from halizard.core.state import (
@@ -48,6 +49,7 @@ from halizard.effects import (
 )
 
 HANDOVER_PATIENCE = 60.0  # seconds a requested hand-over, promotion or yield may take
+REJOIN_PATIENCE = 60.0  # seconds a rejoining master waits to hear the peer's beacon
 MAX_STARTS_PER_CYCLE = 8
 
 
@@ -134,6 +136,8 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
         changes["peer_role"] = obs.peer_role
         changes["peer_role_at"] = obs.now
         changes["peer_guests"] = obs.peer_guests
+    if obs.probe.peer_beacon is not None:
+        changes["peer_beacon"] = obs.probe.peer_beacon
 
     if obs.tasks:
         remaining: List[Task] = []
@@ -243,6 +247,17 @@ def absorb_results(
 def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     s = absorb_observation(config, state, obs)
     f = facts(config, s, obs.now)
+    if not f.peer_visible and (s.peer_role is not None or s.peer_beacon is not None):
+        # What the peer said about itself is stale once it is out of sight: a host coming
+        # back must decide on what the peer says now (the cause of I2 in R003).
+        s = evolve(s, peer_role=None, peer_role_at=None, peer_guests=None, peer_beacon=None)
+    if not f.lease_held or s.lease_lapsed:
+        # The peer's silence only proves something while this host could hear: the timing
+        # rule bounds the peer's last contact by our last evidence only if we were connected
+        # all along. While we have no contact ourselves, and at the first decision after we
+        # regain it, the silence clock starts again.
+        s = evolve(s, silence_floor=obs.now, lease_lapsed=not f.lease_held)
+        f = facts(config, s, obs.now)
     c = _Cycle(config, s, obs, f)
     step, s = _ladder(c, s)
     check_transition(state.mode, step.mode)
@@ -358,8 +373,11 @@ def _forget_work(s: DaemonState) -> DaemonState:
 
 
 def _self_fence(c: _Cycle, s: DaemonState, why: str) -> Tuple[Step, DaemonState]:
+    """Every self-fence passes through `isolated` (even with nothing to destroy, for instance
+    right after a boot), and leaves it only once the toolstack confirms no guest runs."""
     guests = s.guests
-    if guests is not None and not guests and c.obs.guests is not None and c.obs.guests.ok:
+    if (s.mode is Mode.ISOLATED and guests is not None and not guests
+            and c.obs.guests is not None and c.obs.guests.ok):
         return c.step(Mode.SELF_FENCED, "self-fence complete: no guest domains run here"), s
     c.actions.append(DestroyGuests(valid_until=c.now + c.config.watchdog_timeout,
                                    timeout=c.config.watchdog_timeout))
@@ -384,14 +402,25 @@ def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
 
 
 def _rejoin(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    """Back in contact after a self-fence: resume only once it is certain the peer is not
+    becoming master meanwhile. Its xapi cannot say so (it answers as a slave until its
+    promotion's fuse blows), its beacon can: pool.conf says master from the request on."""
     role = c.obs.role
     if role.is_master:
-        if s.peer_role is None:
-            return c.step(Mode.REJOINING, "peer visible; asking its xapi which role it has"), s
-        if s.peer_role == "master":
+        peer = parse_beacon(s.peer_beacon)
+        if peer is None:
+            waited = c.now - s.since
+            if s.peer_role != "slave" or waited < REJOIN_PATIENCE:
+                return c.step(Mode.REJOINING, "peer visible; waiting to hear its own state "
+                              "(%s)" % _fmt(waited)), s
+            # No beacon for long (the peer's daemon may be down): a promotion would have
+            # completed by now, and its xapi still answers as a slave.
+        elif peer.claims_master or s.peer_role == "master":
             return c.step(Mode.REJOINING, _two_masters(c, s)), s
+        elif s.peer_role is None:
+            return c.step(Mode.REJOINING, "peer visible; asking its xapi which role it has"), s
         return c.step(Mode.NORMAL, "rejoined: this host is pool master, peer is %s"
-                      % s.peer_role), s
+                      % (s.peer_role or "a slave")), s
     if c.obs.settings is not None:
         return c.step(Mode.NORMAL, "rejoined as slave of %s" % role.master_address), s
     return c.step(Mode.REJOINING, "peer visible; waiting for the pool master %s to answer (%s)"
@@ -456,7 +485,7 @@ def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     if s.view is None:
         return c.step(Mode.NORMAL, "peer visible; pool database not readable (%s)"
                       % (c.obs.view_error or "no answer")), s
-    if s.peer_role == "master":
+    if s.peer_role == "master" or peer_says_master(s):
         return c.step(Mode.NORMAL, _two_masters(c, s)), s
     note = _master_duties(c, s, peer_healthy=True)
     return c.step(Mode.NORMAL, "peer visible; " + note), s

@@ -8,6 +8,7 @@ it has. Every read carries a timeout, so one slow xapi never stalls probing for 
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from halizard.core.beacon import beacon, parse_beacon
 from halizard.core.config import Config
 from halizard.core.pool import (
     PoolParseError,
@@ -97,8 +98,10 @@ def read_templates(config: Config) -> ReadTemplates:
 def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, role: PoolRole,
                now: float) -> ReadPlan:
     peer_recent = state.peer_upper is not None and now - state.peer_upper <= config.peer_timeout
-    effects: List[Any] = [templates.probe if peer_recent else templates.probe_quick,
+    probe = templates.probe if peer_recent else templates.probe_quick
+    effects: List[Any] = [probe._replace(beacon=beacon(role.is_master, state.mode.value)),
                           templates.guests]
+    peer_claims_master = peer_says_master(state)
     peer_address = config.peer_addresses[0]
 
     # A master reads the whole pool database, but in a quiet steady state only every
@@ -132,6 +135,7 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
     peer_role_at = None
     if role.is_master and peer_recent and (
         state.mode is Mode.REJOINING
+        or peer_claims_master
         or state.peer_role != "slave"
         or state.peer_role_at is None
         or now - state.peer_role_at > PEER_ROLE_RECHECK
@@ -140,7 +144,7 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
         effects.append(XapiCall("pool.get_all_records", (), peer_address, POOL_SESSION,
                                 config.xapi_timeout))
     peer_vms_at = None
-    if role.is_master and peer_recent and state.peer_role == "master":
+    if role.is_master and peer_recent and (state.peer_role == "master" or peer_claims_master):
         # Two masters: how many guests does the peer's own database say it runs?
         peer_vms_at = len(effects)
         effects.append(XapiCall("VM.get_all_records", (), peer_address, POOL_SESSION,
@@ -159,6 +163,11 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
         effects.append(CollectFenceResults())
     return ReadPlan(tuple(effects), pool_at, len(pool_reads), pool_address, peer_role_at,
                     peer_vms_at, tuple(tasks_at), fence_at)
+
+
+def peer_says_master(state: DaemonState) -> bool:
+    peer = parse_beacon(state.peer_beacon)
+    return peer is not None and peer.claims_master
 
 
 def role_from_answer(result: XapiResult) -> Optional[str]:

@@ -106,6 +106,7 @@ class DaemonState:
     peer_upper: Optional[float] = None
     gateway_upper: Optional[float] = None
     silence_floor: float = 0.0  # silence is never counted from before this time
+    lease_lapsed: bool = False  # this host itself had no contact at its previous decision
     # What the pool looks like.
     role: Optional[PoolRole] = None
     local_uuid: Optional[str] = None
@@ -116,6 +117,7 @@ class DaemonState:
     peer_role: Optional[str] = None  # "master" | "slave" | "other:<code>" | None
     peer_role_at: Optional[float] = None
     peer_guests: Optional[int] = None  # guests the peer's own database says it runs (when master)
+    peer_beacon: Optional[str] = None  # what the peer last said about itself (core.beacon)
     guests: Optional[Tuple[str, ...]] = None  # from the local toolstack; None = unknown
     # Watchdog.
     watchdog_armed: bool = False

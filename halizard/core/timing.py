@@ -23,6 +23,9 @@ watchdog, fed only while the lease holds (checked again at the moment of feeding
 host by x + (I + W)/(1 - rho). The survivor records its evidence of the peer at the *end* of the
 round, r >= x - K, and acts only when its own clock shows T since then, which is at least
 r + T/(1 + rho) in true time. The inequality makes that later than the guests' certain death.
+The bound r >= x - K needs the survivor to have been able to hear all along, so silence is only
+counted while the survivor itself holds its lease: a host that lost all contact starts its
+silence clock again from the moment it regains it.
 
 Promotion (a slave becoming pool master) needs only the isolated master to have stopped acting
 as master, which it does at the first cycle after its lease expires:
@@ -152,6 +155,12 @@ def check_timing(config: Config) -> List[Tuple[str, Problem]]:
             "too short: a healthy peer could look lost between two rounds.\n"
             "  need peer_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
             % (_f(config.peer_timeout), _f(b.peer_timeout_required)))))
+
+    if not config.peer_timeout < config.promote_delay:
+        out.append(("error", Problem(
+            "peer_timeout", "must be shorter than promote_delay (%s >= %s): a host first notices "
+            "its peer is lost, then waits out the delays" % (_f(config.peer_timeout),
+                                                              _f(config.promote_delay)))))
 
     if config.probe_timeout > config.probe_interval:
         out.append(("error", Problem(

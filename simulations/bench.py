@@ -1,0 +1,170 @@
+"""Benchmarks behind BENCHMARKS.md: measured, never asserted in timed tests.
+
+    python -m simulations.bench speed                 simulator speed (one core) and matrix wall
+    python -m simulations.bench failover [--seeds N]  master and slave crash failover times
+    python -m simulations.bench loss [--host-days D]  fences under 30% loss, 500 ms jitter
+
+Each prints a human line per figure and a final JSON object (for the record in BENCHMARKS.md).
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Tuple
+
+from halizard.toml import loads
+from simulations.matrix import BUILTIN_DIR, percentile, run_matrix
+from simulations.runner import RunResult, run_scenario
+from simulations.scenario import find_scenarios, load_scenario, parse_scenario
+
+QUIET = """
+id = "bench-quiet"
+title = "Two hosts, two VMs, nothing happens for ten minutes"
+[cluster]
+hosts = ["xs1", "xs2"]
+master = "xs1"
+vms = [ { name = "vm-a", host = "xs1", restart = "restart" },
+        { name = "vm-b", host = "xs2", restart = "restart" } ]
+[sweep]
+duration = "10m"
+[expect]
+liveness_bound = "none"
+fenced = []
+"""
+
+LOSSY = """
+id = "bench-loss"
+title = "30% loss and 500 ms jitter on the heartbeat path, all day"
+[cluster]
+hosts = ["xs1", "xs2"]
+master = "xs1"
+vms = [ { name = "vm-a", host = "xs1", restart = "restart" },
+        { name = "vm-b", host = "xs2", restart = "restart" } ]
+[sweep]
+duration = "1d"
+[[fault]]
+at = "0s"
+kind = "link.loss"
+target = "xs1-xs2"
+loss = 0.3
+[[fault]]
+at = "0s"
+kind = "link.latency"
+target = "xs1-xs2"
+latency = "1ms"
+jitter = "500ms"
+[expect]
+liveness_bound = "none"
+master_at_end = "xs1"
+fenced = []
+unjustified_fences = 0
+vm_final = { vm-a = "xs1", vm-b = "xs2" }
+"""
+
+
+def _environment() -> Dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def speed(runs: int) -> Dict[str, Any]:
+    quiet = parse_scenario(loads(QUIET), "bench-quiet")
+    walls = []
+    for seed in range(runs):
+        result = run_scenario(quiet, seed)
+        walls.append(result.wall)
+    median = statistics.median(walls) * 1000.0
+    print("quiet 10 min, one core: median %.1f ms, min %.1f ms over %d runs (%.0fx real time)"
+          % (median, min(walls) * 1000.0, runs, 600.0 / statistics.median(walls)))
+    scenarios = [load_scenario(p) for p in find_scenarios([BUILTIN_DIR])]
+    summaries, wall = run_matrix(scenarios, seeds=20)
+    total = sum(len(s.runs) for s in summaries)
+    failed = sum(1 for s in summaries if not s.passed)
+    print("built-in matrix, 20 seeds, %d workers: %d runs in %.1f s, %d failed"
+          % (os.cpu_count() or 1, total, wall, failed))
+    return {"quiet_10min_ms_median": round(median, 1), "quiet_10min_ms_min": round(min(walls) * 1000, 1),
+            "matrix_runs": total, "matrix_wall_s": round(wall, 1), "matrix_failed": failed}
+
+
+def _failover_of(path: str, seeds: int) -> Tuple[List[float], List[float], int]:
+    scenario = load_scenario(path)
+    summaries, _ = run_matrix([scenario], seeds=seeds)
+    runs = summaries[0].runs
+    failovers = sorted(r.failover for r in runs if r.failover is not None)
+    margins = [r.margin for r in runs if r.margin is not None]
+    failed = sum(1 for r in runs if not r.passed)
+    return failovers, margins, failed
+
+
+def failover(seeds: int) -> Dict[str, Any]:
+    out = {}  # type: Dict[str, Any]
+    for name, file, target in (("master_crash", "H02-master-crash.toml", 30.0),
+                               ("slave_crash", "H01-slave-crash.toml", 20.0),
+                               ("master_isolated", "N02-master-nic-down.toml", 30.0)):
+        failovers, margins, failed = _failover_of(os.path.join(BUILTIN_DIR, file), seeds)
+        p50, p99 = percentile(failovers, 50), percentile(failovers, 99)
+        print("%s (%s), %d seeds: failover p50 %.1f s, p99 %.1f s, max %.1f s (target p99 <= %g s); "
+              "min margin %.1f s; %d failed" % (name, file, seeds, p50 or 0, p99 or 0,
+                                               failovers[-1] if failovers else 0, target,
+                                               min(margins) if margins else float("nan"), failed))
+        out[name] = {"seeds": seeds, "p50_s": p50, "p99_s": p99,
+                     "max_s": failovers[-1] if failovers else None,
+                     "min_margin_s": min(margins) if margins else None, "failed": failed}
+    return out
+
+
+def _loss_run(seed: int) -> RunResult:
+    return run_scenario(parse_scenario(loads(LOSSY), "bench-loss"), seed)
+
+
+def loss(host_days: float, workers: int) -> Dict[str, Any]:
+    runs = int(-(-host_days // 2))  # two hosts per simulated day
+    started = time.perf_counter()
+    with multiprocessing.Pool(workers) as pool:
+        results = pool.map(_loss_run, range(runs), chunksize=1)
+    wall = time.perf_counter() - started
+    fences = [f for r in results for f in r.fences]
+    unjustified = [f for f in fences if f.verdict != "justified"]
+    violations = [v for r in results for v in r.violations]
+    failed = [r.seed for r in results if not r.passed]
+    print("30%% loss + 500 ms jitter on the heartbeat path: %d host-days, %d fences (%d "
+          "unjustified), %d safety violations, %d runs failed, %.0f s wall"
+          % (runs * 2, len(fences), len(unjustified), len(violations), len(failed), wall))
+    return {"host_days": runs * 2, "fences": len(fences), "unjustified_fences": len(unjustified),
+            "violations": len(violations), "failed_seeds": failed[:20], "wall_s": round(wall)}
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.bench")
+    sub = parser.add_subparsers(dest="what")
+    s = sub.add_parser("speed")
+    s.add_argument("--runs", type=int, default=21)
+    f = sub.add_parser("failover")
+    f.add_argument("--seeds", type=int, default=200)
+    lo = sub.add_parser("loss")
+    lo.add_argument("--host-days", type=float, default=1000.0)
+    lo.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    record = {"environment": _environment()}  # type: Dict[str, Any]
+    if args.what in (None, "speed"):
+        record["speed"] = speed(getattr(args, "runs", 21))
+    if args.what in (None, "failover"):
+        record["failover"] = failover(getattr(args, "seeds", 200))
+    if args.what == "loss":
+        record["loss"] = loss(args.host_days, args.jobs)
+    print(json.dumps(record, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+

@@ -1,0 +1,106 @@
+"""The checkers must be able to fail: each test breaks the world or the daemon on purpose and
+expects the matching invariant to fire."""
+import dataclasses
+import os
+
+import pytest
+
+import halizard.core.decide as decide_module
+from halizard.effects import WatchdogControl
+from halizard.toml import loads
+from simulations.runner import Simulation, scenario_config
+from simulations.scenario import load_scenario, parse_scenario
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.runtime
+
+
+def scenario(name):
+    return load_scenario(os.path.join(ROOT, "simulations", "scenarios", name))
+
+
+def invariants(result):
+    return {v.invariant for v in result.violations}
+
+
+def test_a_lying_fence_device_is_caught_as_a_double_run():
+    """F03: the BMC answers "off" but leaves the host running. The master then restarts the
+    slave's VM although it still runs: I1 (twice live) and I6 (believes the peer fenced)."""
+    s = scenario("N01-link-down-fence-agent.toml")
+    sim = Simulation(s, 0, scenario_config(s))
+
+    def lying_fence(caller, target, action, done):
+        sim.world.scheduler.after(1_000_000_000, done, "off")
+
+    sim.world.fence = lying_fence
+    result = sim.run()
+    assert {"I1", "I6"} <= invariants(result), result.violations
+
+
+HUNG_AND_CUT_OFF = """
+id = "M06"
+title = "Slave cut off while its daemon hangs: only its watchdog can kill its guests"
+[cluster]
+hosts = ["xs1", "xs2"]
+master = "xs1"
+vms = [ { name = "vm-a", host = "xs1", restart = "restart" },
+        { name = "vm-b", host = "xs2", restart = "restart" } ]
+[[fault]]
+at = "60s"
+kind = "nic.down"
+target = "xs2"
+[[fault]]
+at = "60s"
+kind = "daemon.stall"
+target = "xs2"
+duration = "2m"
+[expect]
+liveness_bound = "none"
+"""
+
+
+def test_an_unsafe_takeover_delay_is_caught():
+    """Mutation 6: takeover_delay not longer than lease + watchdog. Validation refuses such a
+    configuration; forced here, the master restarts vm-b while the hung, cut-off slave (whose
+    watchdog is 30 s) still runs it. The same schedule with safe timings passes."""
+    s = parse_scenario(loads(HUNG_AND_CUT_OFF), "M06")
+    safe = scenario_config(s)
+    assert not Simulation(s, 0, safe).run().violations
+    unsafe = dataclasses.replace(safe, watchdog_timeout=30.0)
+    result = Simulation(s, 0, unsafe).run()
+    assert {"I1", "I6"} <= invariants(result), result.violations
+
+
+def test_feeding_the_watchdog_without_a_lease_is_caught(monkeypatch):
+    """Mutation: feed whatever the lease says. The isolated master feeds while its guests run."""
+    original = decide_module._watchdog
+
+    def always_feed(config, s, f, mode):
+        actions, intents = original(config, s, f, mode)
+        if s.watchdog_armed and not actions:
+            return (WatchdogControl("feed", int(config.watchdog_timeout), 1e18),), \
+                decide_module.FEED
+        return actions, intents
+
+    monkeypatch.setattr(decide_module, "_watchdog", always_feed)
+    s = scenario("N02-master-nic-down.toml")
+    result = Simulation(s, 0, scenario_config(s)).run()
+    assert "I5" in invariants(result), result.violations
+
+
+def test_a_daemon_exception_is_reported_not_swallowed(monkeypatch):
+    def broken(*args):
+        raise RuntimeError("decision bug")
+
+    monkeypatch.setattr("halizard.loop.decide", broken)
+    s = scenario("H01-slave-crash.toml")
+    result = Simulation(s, 0, scenario_config(s)).run()
+    assert "BUG" in invariants(result)
+
+
+def test_fences_are_classified():
+    s = scenario("N02-master-nic-down.toml")
+    result = Simulation(s, 0, scenario_config(s)).run()
+    assert [(f.host, f.kind, f.verdict) for f in result.fences] == [("xs1", "self-fence", "justified")]
+    assert result.margin is not None and result.margin > 0
