@@ -4,7 +4,7 @@ The writer covers what halizard writes (configurations and scenario files): stri
 booleans, lists of scalars, tables, lists of tables. It is not a general TOML serializer.
 """
 import json
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Tuple
 
 try:
     import tomllib as _toml  # type: ignore[import-not-found,unused-ignore]
@@ -43,33 +43,28 @@ def _key(key: str) -> str:
     return json.dumps(key)
 
 
-def dumps(data: Mapping[str, Any]) -> str:
+def dumps(data: Mapping[str, Any], arrays_of_tables: Tuple[str, ...] = ()) -> str:
+    """``data`` as TOML: sub-tables as ``[key]``, the keys named in ``arrays_of_tables`` as
+    ``[[key]]`` sections, lists of tables elsewhere as arrays of inline tables."""
     lines: List[str] = []
-    tables: List[Any] = []
+    sections: List[Tuple[str, List[Mapping[str, Any]], bool]] = []
     for key, value in data.items():
         if isinstance(value, Mapping):
-            tables.append((key, value, False))
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value) \
-                and key in ("fault",):
-            tables.append((key, value, True))
-        elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-            lines.append("%s = [" % _key(key))
-            for item in value:
-                lines.append("  %s," % _scalar(item))
-            lines.append("]")
+            sections.append((key, [value], False))
+        elif key in arrays_of_tables:
+            sections.append((key, list(value), True))
         else:
-            lines.append("%s = %s" % (_key(key), _scalar(value)))
-    for key, value, array in tables:
-        items = value if array else [value]
+            lines.extend(_assignment(key, value))
+    for key, items, array in sections:
         for item in items:
             lines.append("")
             lines.append(("[[%s]]" if array else "[%s]") % _key(key))
             for k, v in item.items():
-                if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
-                    lines.append("%s = [" % _key(k))
-                    for x in v:
-                        lines.append("  %s," % _scalar(x))
-                    lines.append("]")
-                else:
-                    lines.append("%s = %s" % (_key(k), _scalar(v)))
+                lines.extend(_assignment(k, v))
     return "\n".join(lines) + "\n"
+
+
+def _assignment(key: str, value: Any) -> List[str]:
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return ["%s = [" % _key(key)] + ["  %s," % _scalar(v) for v in value] + ["]"]
+    return ["%s = %s" % (_key(key), _scalar(value))]

@@ -493,4 +493,4 @@ def dump_scenario(scenario: Scenario) -> str:
     if e.vm_final:
         expect["vm_final"] = dict(e.vm_final)
     out["expect"] = expect
-    return dumps(out)
+    return dumps(out, arrays_of_tables=("fault",))

@@ -8,7 +8,8 @@ trace show.
     2. lease lost        no contact with peer or gateway for lease_timeout: self-fence now
     3. stop requested    planned shutdown: hand the master role over, then exit
     4. HA off            pool switch off, or XenServer's own HA on: do nothing
-    5. self-fenced       wait for the peer; rejoining finds the master and yields if needed
+    5. self-fenced       wait for the peer (rejoining finds the master and yields if needed);
+                         seeing only the gateway, go on as a survivor
     6. starting          no contact yet: act on nothing
     7. hold              lost peer and gateway but the lease still runs: start nothing new
     8. maintenance       this host hands over and is emptied by the master
@@ -21,7 +22,7 @@ from halizard.core.beacon import parse_beacon
 from halizard.core.config import Config
 from halizard.core.evidence import Facts, facts, probe_changes
 from halizard.core.observe import QUICK_WAIT, Observation, peer_says_master, task_outcome
-from halizard.core.placement import plan_starts
+from halizard.core.placement import plan_starts, wants_start
 from halizard.core.pool import HostView
 from halizard.core.state import (
     ACTING_MODES,
@@ -107,6 +108,13 @@ def _fmt(seconds: float) -> str:
 # --- absorbing what was observed ---------------------------------------------------------------
 
 
+def _failed(attempts: Dict[str, Attempt], vm: str, at: float, config: Config, code: str) -> None:
+    """Record one more failed start (or migration) of ``vm``; retry after start_retry_delay."""
+    old = attempts.get(vm)
+    attempts[vm] = Attempt(vm, (old.failures if old else 0) + 1, at + config.start_retry_delay,
+                           code)
+
+
 def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> DaemonState:
     s = state
     changes: Dict[str, Any] = {"role": obs.role, "local_uuid": obs.role.host_uuid}
@@ -142,8 +150,9 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
     if obs.tasks:
         remaining: List[Task] = []
         attempts = {a.vm: a for a in s.attempts}
+        answers = dict(obs.tasks)
         for task in s.tasks:
-            result = dict(obs.tasks).get(task.ref)
+            result = answers.get(task.ref)
             if result is None:
                 remaining.append(task)
                 continue
@@ -157,10 +166,7 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
                     attempts.pop(task.vm, None)
                     changes["needs_sync"] = True
                 elif outcome == "failure":
-                    old = attempts.get(task.vm)
-                    failures = (old.failures if old else 0) + 1
-                    attempts[task.vm] = Attempt(task.vm, failures,
-                                                obs.now + config.start_retry_delay, code)
+                    _failed(attempts, task.vm, obs.now, config, code)
             elif task.kind == "declare_dead":
                 if outcome == "success":
                     changes["declared_dead_at"] = obs.now
@@ -174,7 +180,7 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
                 changes["needs_sync"] = True
         changes["tasks"] = tuple(remaining)
         changes["attempts"] = tuple(attempts[k] for k in sorted(attempts))
-    elif obs.role.is_master is False and s.tasks:
+    elif not obs.role.is_master and s.tasks:
         changes["tasks"] = ()  # tasks live on a master's database; we are not one any more
 
     for outcome in obs.fence:
@@ -190,9 +196,6 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
             changes["fence_action"] = None
             changes["fence_retry_after"] = obs.now + config.start_retry_delay
 
-    if s.mode is Mode.DISABLED:
-        # Silence observed while HA was off proves nothing: the peer was not self-fencing then.
-        changes["silence_floor"] = obs.now
     return evolve(s, **changes)
 
 
@@ -209,19 +212,15 @@ def absorb_results(
     for intent, result in zip(intents, results):
         if intent.kind in ("start", "migrate", "declare_dead", "sync"):
             assert isinstance(result, XapiResult)
-            if result.ok and isinstance(result.value, str):
+            started = result.ok and isinstance(result.value, str)
+            if started:
                 tasks.append(Task(result.value, intent.kind, intent.vm, intent.host,
                                   intent.memory, decision.at))
-            elif intent.kind in ("start", "migrate") and intent.vm is not None:
-                if result.code != "STALE":
-                    old = attempts.get(intent.vm)
-                    attempts[intent.vm] = Attempt(intent.vm, (old.failures if old else 0) + 1,
-                                                  decision.at + config.start_retry_delay,
-                                                  result.code)
-            elif intent.kind == "sync":
-                changes["needs_sync"] = True
-            if intent.kind == "sync" and result.ok:
-                changes["needs_sync"] = False
+            elif intent.kind in ("start", "migrate") and intent.vm is not None \
+                    and result.code != "STALE":
+                _failed(attempts, intent.vm, decision.at, config, result.code)
+            if intent.kind == "sync":
+                changes["needs_sync"] = not started
         elif intent.kind in ("promote", "yield", "handover"):
             assert isinstance(result, XapiResult)
             if result.ok:
@@ -251,11 +250,12 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         # What the peer said about itself is stale once it is out of sight: a host coming
         # back must decide on what the peer says now (the cause of I2 in R003).
         s = evolve(s, peer_role=None, peer_role_at=None, peer_guests=None, peer_beacon=None)
-    if not f.lease_held or s.lease_lapsed:
-        # The peer's silence only proves something while this host could hear: the timing
-        # rule bounds the peer's last contact by our last evidence only if we were connected
-        # all along. While we have no contact ourselves, and at the first decision after we
-        # regain it, the silence clock starts again.
+    if not f.lease_held or s.lease_lapsed or state.mode is Mode.DISABLED:
+        # The peer's silence proves something only while this host could hear it and HA was
+        # on (the peer self-fences only then): the timing rule bounds the peer's last contact
+        # by our last evidence only if we were connected all along. While we have no contact
+        # ourselves, at the first decision after we regain it, and while HA was off, the
+        # silence clock starts again.
         s = evolve(s, silence_floor=obs.now, lease_lapsed=not f.lease_held)
         f = facts(config, s, obs.now)
     c = _Cycle(config, s, obs, f)
@@ -267,9 +267,7 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
-    # A stopping master still holds the role until its hand-over completes.
-    acting = bool(s.role is not None and s.role.is_master
-                  and (step.mode in ACTING_MODES or step.mode is Mode.STOPPING))
+    acting = s.role is not None and _acts_as_master(s.role.is_master, step.mode)
     return Decision(
         obs.now,  # at
         obs.wall,
@@ -298,8 +296,7 @@ def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Obser
     if mode is Mode.SURVIVOR and not s.peer_dead:
         seen = f.now - f.silence
         if config.fence_agent is not None:
-            deadlines.append(seen + config.peer_timeout
-                             + (0.0 if obs.role.is_master else config.fence_delay))
+            deadlines.append(seen + _fence_due(config, obs.role.is_master))
         else:
             deadlines.append(seen + config.takeover_delay)
             if not obs.role.is_master and s.promote_requested_at is None:
@@ -316,6 +313,24 @@ def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Obser
     return due
 
 
+def _may_request(requested_at: Optional[float], now: float) -> bool:
+    """A hand-over, promotion or yield is asked for once, and again only if it has not taken
+    effect within HANDOVER_PATIENCE (the call may have been lost)."""
+    return requested_at is None or now - requested_at > HANDOVER_PATIENCE
+
+
+def _fence_due(config: Config, is_master: bool) -> float:
+    """Silence after which this host fences its peer: the master first, the slave fence_delay
+    later, so that when both see the gateway but not each other the master's fence lands first."""
+    return config.peer_timeout + (0.0 if is_master else config.fence_delay)
+
+
+def _acts_as_master(is_master: bool, mode: Mode) -> bool:
+    """A pool master acts as one in these modes; a stopping master still holds the role until
+    its hand-over completes."""
+    return is_master and (mode in ACTING_MODES or mode is Mode.STOPPING)
+
+
 def _stop_done(s: DaemonState, obs: Observation) -> bool:
     if s.handover_requested_at is None:
         return True
@@ -325,7 +340,7 @@ def _stop_done(s: DaemonState, obs: Observation) -> bool:
 def _ladder(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     f = c.f
     config = c.config
-    ha_on = s.settings.ha_enabled and not s.settings.native_ha
+    ha_on = s.settings.ha_active
 
     if s.mode is Mode.ISOLATED:
         return _self_fence(c, s, "self-fence in progress")
@@ -389,9 +404,9 @@ def _self_fence(c: _Cycle, s: DaemonState, why: str) -> Tuple[Step, DaemonState]
 def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     role = c.obs.role
     peer = _peer_host(s)
-    acting = role.is_master and (s.mode in ACTING_MODES or s.mode is Mode.STOPPING)
-    if (acting and s.handover_requested_at is None and c.f.peer_visible and s.view is not None
-            and peer is not None and _host_healthy(s, peer)):
+    if (_acts_as_master(role.is_master, s.mode) and s.handover_requested_at is None
+            and c.f.peer_visible and s.view is not None and peer is not None
+            and _host_healthy(s, peer)):
         c.xapi(Intent("handover"), "pool.designate_new_master", peer.ref)
         return c.step(Mode.STOPPING, "planned shutdown: handing the master role to %s"
                       % peer.name), s
@@ -440,7 +455,7 @@ def _two_masters(c: _Cycle, s: DaemonState) -> str:
     if peer is None or mine is None or theirs is None:
         return "two pool masters; counting guests on both before resolving"
     if mine < theirs or (mine == theirs and (s.local_uuid or "") > peer.uuid):
-        if s.yield_requested_at is None or c.now - s.yield_requested_at > HANDOVER_PATIENCE:
+        if _may_request(s.yield_requested_at, c.now):
             c.xapi(Intent("yield"), "pool.emergency_reset_master", c.config.peer_addresses[0],
                    session=LOCAL_SESSION)
         return "two pool masters: yielding to %s (%d guests here, %d there)" % (
@@ -456,7 +471,7 @@ def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         if s.view is None:
             return c.step(Mode.MAINTENANCE, "in maintenance; pool database not readable"), s
         if peer is not None and c.f.peer_visible and _host_healthy(s, peer):
-            if s.handover_requested_at is None or c.now - s.handover_requested_at > HANDOVER_PATIENCE:
+            if _may_request(s.handover_requested_at, c.now):
                 c.xapi(Intent("handover"), "pool.designate_new_master", peer.ref)
             return c.step(Mode.MAINTENANCE, "in maintenance: handing the master role to %s"
                           % peer.name), s
@@ -517,7 +532,7 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         if not may_promote:
             return c.step(Mode.SURVIVOR, "%s; promotion at %s" % (
                 lost, _fmt(config.promote_delay))), s
-        if s.promote_requested_at is None or c.now - s.promote_requested_at > HANDOVER_PATIENCE:
+        if _may_request(s.promote_requested_at, c.now):
             c.xapi(Intent("promote"), "pool.emergency_transition_to_master", session=LOCAL_SESSION)
             return c.step(Mode.TAKEOVER if s.peer_dead else Mode.SURVIVOR,
                           "%s: promoting this host to pool master" % lost), s
@@ -549,7 +564,7 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
 def _fence(c: _Cycle, s: DaemonState, silence: float) -> Tuple[DaemonState, str]:
     """Drive the fence agent. Returns the state and a note while proof is still pending."""
     config = c.config
-    due = config.peer_timeout + (0.0 if c.obs.role.is_master else config.fence_delay)
+    due = _fence_due(config, c.obs.role.is_master)
     if silence < due:
         return s, "fence at %s%s" % (_fmt(due), "" if c.obs.role.is_master
                                      else " (slave waits fence_delay: tie-break)")
@@ -584,7 +599,7 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     view = s.view
     assert view is not None
     if not (s.tasks or s.attempts or s.needs_sync or s.reenable or s.settings.maintenance) and \
-            not any(v.protected and v.power_state == "Halted" for v in view.vms):
+            not any(wants_start(v) for v in view.vms):
         return "all protected VMs running"  # nothing to plan: the common steady state
     me = view.host(s.local_uuid)
     peer = _peer_host(s)
@@ -658,7 +673,7 @@ def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode
 
     Feeding is what keeps guests alive on this host: it is refused (valid_until) as soon as the
     lease has expired, even if the daemon stalled between deciding and feeding."""
-    ha_on = s.settings.ha_enabled and not s.settings.native_ha
+    ha_on = s.settings.ha_active
     guests_present = s.guests is None or len(s.guests) > 0
     timeout = int(config.watchdog_timeout)
     if not ha_on or (mode is Mode.STOPPING and f.lease_held) or (

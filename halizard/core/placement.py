@@ -30,6 +30,11 @@ class Plan:
     waiting: Tuple[str, ...]  # names held back by start order
 
 
+def wants_start(vm: VmView) -> bool:
+    """A protected VM that is halted and not being operated on: HA should (re)start it."""
+    return vm.protected and vm.power_state == "Halted" and not vm.busy
+
+
 def free_memory(view: PoolView, host: HostView, reserved: Mapping[str, int]) -> int:
     used = sum(v.memory for v in view.vms if v.resident_on == host.uuid and v.running)
     return host.memory_total - host.memory_overhead - used - reserved.get(host.uuid, 0)
@@ -49,7 +54,7 @@ def plan_starts(
     attempt failed (they no longer block later groups). ``in_backoff``: VMs waiting before their
     next attempt. ``pending_memory``: memory already promised to in-flight starts, per host uuid.
     """
-    wanted = [v for v in view.vms if v.protected and v.power_state == "Halted" and not v.busy]
+    wanted = [v for v in view.vms if wants_start(v)]
     reserved: Dict[str, int] = dict(pending_memory)
     starts: List[Start] = []
     no_capacity: List[str] = []

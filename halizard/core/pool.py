@@ -96,6 +96,11 @@ class Settings:
     native_ha: bool = False
     maintenance: FrozenSet[str] = frozenset()
 
+    @property
+    def ha_active(self) -> bool:
+        """halizard protects the pool: its switch is on and XenServer's own HA is off."""
+        return self.ha_enabled and not self.native_ha
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "ha_enabled": self.ha_enabled,
@@ -122,9 +127,7 @@ def settings_of(view: PoolView) -> Settings:
 def parse_settings(pools: Mapping[str, Any]) -> Settings:
     """The pool-wide settings from ``pool.get_all_records`` alone (what a slave reads)."""
     try:
-        if len(pools) != 1:
-            raise PoolParseError("expected exactly one pool object, got %d" % len(pools))
-        pool = next(iter(pools.values()))
+        pool = _the_pool(pools)
         other = pool.get("other_config") or {}
         return Settings(
             ha_enabled=_bool(other.get(KEY_ENABLED, "false")),
@@ -167,6 +170,16 @@ class PoolParseError(ValueError):
     """Records that do not have the shape xapi gives them (a garbage reply)."""
 
 
+def _the_pool(pools: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The one pool record of ``pool.get_all_records``."""
+    if len(pools) != 1:
+        raise PoolParseError("expected exactly one pool object, got %d" % len(pools))
+    record = next(iter(pools.values()))
+    if not isinstance(record, Mapping):
+        raise PoolParseError("the pool record is not a struct")
+    return record
+
+
 def parse_pool(
     pools: Mapping[str, Any],
     hosts: Mapping[str, Any],
@@ -175,9 +188,7 @@ def parse_pool(
 ) -> PoolView:
     """Build a PoolView from ``pool``, ``host``, ``host_metrics`` and ``VM`` get_all_records."""
     try:
-        if len(pools) != 1:
-            raise PoolParseError("expected exactly one pool object, got %d" % len(pools))
-        pool = next(iter(pools.values()))
+        pool = _the_pool(pools)
         other = pool.get("other_config") or {}
         host_uuid_by_ref: Dict[str, str] = {}
         host_views = []

@@ -51,9 +51,7 @@ class TimingBounds:
     skew: float
     takeover_required: float
     promote_required: float
-    watchdog_required: float
-    lease_required: float
-    peer_timeout_required: float
+    keep_up_required: float  # what watchdog, lease and peer timeouts must exceed: one cycle
     fence_delay_required: float
     isolation_tolerance: float
     freeze_tolerance: float
@@ -75,15 +73,20 @@ def bounds(config: Config) -> TimingBounds:
         * (skew + (config.lease_timeout + config.watchdog_timeout) / (1.0 - rho))
         + margin,
         promote_required=(1.0 + rho) * (skew + config.lease_timeout / (1.0 - rho) + cycle) + margin,
-        watchdog_required=cycle * stretch + margin,
-        lease_required=cycle * stretch + margin,
-        peer_timeout_required=cycle * stretch + margin,
+        keep_up_required=cycle * stretch + margin,
         fence_delay_required=config.fence_timeout + skew + margin,
         # Shortest isolation, freeze or stall that may cause a self-fence or watchdog reset:
         # anything shorter never does. The oracle uses these to classify fences.
         isolation_tolerance=(config.lease_timeout - cycle) / (1.0 + rho),
         freeze_tolerance=(config.watchdog_timeout - cycle) / (1.0 + rho),
     )
+
+
+KEEP_UP = (
+    ("watchdog_timeout", "a healthy host would be reset between two feeds"),
+    ("lease_timeout", "a host with working links could lose its lease between two rounds"),
+    ("peer_timeout", "a healthy peer could look lost between two rounds"),
+)
 
 
 def _f(value: float) -> str:
@@ -135,26 +138,13 @@ def check_timing(config: Config) -> List[Tuple[str, Problem]]:
             "pool master before it can take over" % (_f(config.promote_delay),
                                                      _f(config.takeover_delay)))))
 
-    if not config.watchdog_timeout > b.watchdog_required:
-        out.append(("error", Problem(
-            "watchdog_timeout",
-            "too short: a healthy host would be reset between two feeds.\n"
-            "  need watchdog_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
-            % (_f(config.watchdog_timeout), _f(b.watchdog_required)))))
-
-    if not config.lease_timeout > b.lease_required:
-        out.append(("error", Problem(
-            "lease_timeout",
-            "too short: a host with working links could lose its lease between two rounds.\n"
-            "  need lease_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
-            % (_f(config.lease_timeout), _f(b.lease_required)))))
-
-    if not config.peer_timeout > b.peer_timeout_required:
-        out.append(("error", Problem(
-            "peer_timeout",
-            "too short: a healthy peer could look lost between two rounds.\n"
-            "  need peer_timeout > cycle * (1 + rho) / (1 - rho) + safety_margin: %s > %s"
-            % (_f(config.peer_timeout), _f(b.peer_timeout_required)))))
+    # A healthy host must outlast the gap between two of its own cycles.
+    for key, consequence in KEEP_UP:
+        value = getattr(config, key)
+        if not value > b.keep_up_required:
+            out.append(("error", Problem(
+                key, "too short: %s.\n  need %s > cycle * (1 + rho) / (1 - rho) + safety_margin: "
+                     "%s > %s" % (consequence, key, _f(value), _f(b.keep_up_required)))))
 
     if not config.peer_timeout < config.promote_delay:
         out.append(("error", Problem(
@@ -195,9 +185,9 @@ def explain(config: Config) -> str:
         "detection skew          %s" % _f(b.skew),
         "takeover_delay          %s > %s required" % (_f(config.takeover_delay), _f(b.takeover_required)),
         "promote_delay           %s > %s required" % (_f(config.promote_delay), _f(b.promote_required)),
-        "watchdog_timeout        %s > %s required" % (_f(config.watchdog_timeout), _f(b.watchdog_required)),
-        "lease_timeout           %s > %s required" % (_f(config.lease_timeout), _f(b.lease_required)),
-        "peer_timeout            %s > %s required" % (_f(config.peer_timeout), _f(b.peer_timeout_required)),
+        "watchdog_timeout        %s > %s required" % (_f(config.watchdog_timeout), _f(b.keep_up_required)),
+        "lease_timeout           %s > %s required" % (_f(config.lease_timeout), _f(b.keep_up_required)),
+        "peer_timeout            %s > %s required" % (_f(config.peer_timeout), _f(b.keep_up_required)),
         "isolation never fenced  when shorter than %s" % _f(b.isolation_tolerance),
         "freeze never fenced     when shorter than %s" % _f(b.freeze_tolerance),
     ]

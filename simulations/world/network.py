@@ -126,10 +126,21 @@ class Network:
         the start, every echo answered). Request arrival times at ``b`` are appended to
         ``arrivals`` (b's prober sees them as the peer's own probes). ``answers``: b's kernel
         replies (powered and not frozen)."""
-        there_link = self.links[(a, b, path)]
-        back_link = self.links[(b, a, path)]
         if not (self.nic_up(a, path) and self.nic_up(b, path)):
             return 0, 0, False
+        return self._echoes(self.links[(a, b, path)], self.links[(b, a, path)], count, spacing,
+                            window, answers, arrivals)
+
+    def echoes_to_gateway(self, host: str, gw: str, count: int, spacing: int, window: int
+                          ) -> Tuple[int, int, bool]:
+        """Like echoes_to_host, to a gateway (which never probes us itself)."""
+        if self.nic_down[host] or self.gw_down[gw] or self.gw_block.get((gw, host), 0):
+            return 0, 0, False
+        return self._echoes(self.links[(host, gw, 0)], self.links[(gw, host, 0)], count, spacing,
+                            window, True, None)
+
+    def _echoes(self, there_link: Link, back_link: Link, count: int, spacing: int, window: int,
+                answers: bool, arrivals: Optional[List[int]]) -> Tuple[int, int, bool]:
         if there_link.quiet() and back_link.quiet() and not there_link.down and not back_link.down:
             # Nothing random on a quiet link: every request arrives, every reply comes back.
             if arrivals is not None:
@@ -149,28 +160,6 @@ class Network:
                 arrivals.append(sent + there)
             back = self._deliver(back_link) if answers else None
             if back is None or sent + there + back > window:
-                complete = False
-                continue
-            replies += 1
-            latest = max(latest, sent + there + back)
-        return replies, latest, complete
-
-    def echoes_to_gateway(self, host: str, gw: str, count: int, spacing: int, window: int
-                          ) -> Tuple[int, int, bool]:
-        """Like echoes_to_host, to a gateway (which never probes us itself)."""
-        if self.nic_down[host] or self.gw_down[gw] or self.gw_block.get((gw, host), 0):
-            return 0, 0, False
-        there_link = self.links[(host, gw, 0)]
-        back_link = self.links[(gw, host, 0)]
-        if there_link.quiet() and back_link.quiet() and not there_link.down and not back_link.down:
-            return count, (count - 1) * spacing + 2 * BASE_LATENCY_NS, True
-        replies = latest = 0
-        complete = True
-        for k in range(count):
-            sent = k * spacing
-            there = self._deliver(there_link)
-            back = self._deliver(back_link) if there is not None else None
-            if there is None or back is None or sent + there + back > window:
                 complete = False
                 continue
             replies += 1
