@@ -104,3 +104,20 @@ def test_fences_are_classified():
     result = Simulation(s, 0, scenario_config(s)).run()
     assert [(f.host, f.kind, f.verdict) for f in result.fences] == [("xs1", "self-fence", "justified")]
     assert result.margin is not None and result.margin > 0
+
+
+@pytest.mark.parametrize("offset", range(0, 60, 4))
+def test_crashing_the_survivor_between_any_two_effects_is_safe(offset):
+    """systemd restarts a crashed daemon; wherever in the takeover it dies (between any two of
+    its effects), no invariant breaks and the pool is restored within the bound."""
+    s = scenario("H02-master-crash.toml")
+    sim = Simulation(s, 1, scenario_config(s))
+    survivor = sim.daemons["xs2"]
+
+    def arm() -> None:
+        survivor.crash_after = survivor.effects + offset
+
+    sim.world.scheduler.at(67 * 1_000_000_000, arm)  # just before its promotion is due
+    result = sim.run()
+    assert not result.violations and not result.unmet, (result.violations, result.unmet)
+    assert survivor.crash_after is None, "the crash point was never reached"
