@@ -23,7 +23,6 @@ from halizard.core.config import Config
 from halizard.core.decide import absorb_results, decide
 from halizard.core.observe import ReadTemplates, observe, plan_reads, read_templates
 from halizard.core.state import DaemonState, Decision, evolve, initial_state
-from halizard.core.timing import reads_stale
 from halizard.effects import (
     LoadState,
     Now,
@@ -70,7 +69,7 @@ def cycle(config: Config, templates: ReadTemplates, state: DaemonState
         results = yield Parallel(plan.effects)
         now: Now
         now = yield ReadClock()
-        if not reads_stale(config, begin.monotonic, now.monotonic):
+        if now.monotonic - begin.monotonic <= templates.read_budget:
             break
         # Stalled or frozen while probing: these answers are too old to decide on. Probe again.
     obs = observe(plan, results, begin.monotonic, now.monotonic, now.wall,

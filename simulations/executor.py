@@ -30,6 +30,8 @@ POOL_ACTIONS = frozenset({
 
 
 Slot = Callable[[Any], None]
+# Effects that may carry a deadline (an XapiCall without one is a read).
+ACTIONS = frozenset({fx.XapiCall, fx.DestroyGuests, fx.WatchdogControl, fx.StartFence})
 
 
 def pool_action(method: str) -> bool:
@@ -87,6 +89,7 @@ class SimDaemon:
         self._address_to_host = {h.address: h.name for h in world.hosts.values()}
         self._role: Optional[fx.PoolRole] = None
         self._guests: Optional[fx.GuestList] = None
+        self._guests_version = -1
         self._handlers: Dict[type, Callable[[Any, int, Optional[Slot]], Tuple[bool, Any]]] = {
             fx.ReadClock: self._read_clock,
             fx.ReadPoolRole: self._read_pool_role,
@@ -114,7 +117,7 @@ class SimDaemon:
         self.stop_requested = False
         self.sessions = {}
         self.heard = []
-        self.heard_since = self.host.clock.monotonic(self.sched.now())
+        self.heard_since = self.host.clock.monotonic(self.sched.t)
         self.fence_done = []
         self.decision = None
         self.gen = run(self.config)
@@ -139,11 +142,11 @@ class SimDaemon:
             self.start()
 
     def stall(self, duration: int) -> None:
-        self.stalled_until = max(self.stalled_until, self.sched.now() + duration)
+        self.stalled_until = max(self.stalled_until, self.sched.t + duration)
         self.sched.at(self.stalled_until, self._resume_if_due)
 
     def _paused(self) -> bool:
-        return self.sched.now() < self.stalled_until or self.host.frozen_since is not None
+        return self.sched.t < self.stalled_until or self.host.frozen_since is not None
 
     def _resume_if_due(self) -> None:
         if self.held is not None and not self._paused():
@@ -212,13 +215,14 @@ class SimDaemon:
     def _perform(self, effect: Any, generation: int, slot: Optional[Slot]) -> Tuple[bool, Any]:
         """Perform one effect. Returns (True, result) when it completes at once; otherwise the
         result arrives later through ``slot`` (or the generator, when slot is None)."""
-        handler = self._handlers.get(type(effect))
+        kind = type(effect)
+        handler = self._handlers.get(kind)
         if handler is None:
             raise TypeError("unknown effect %r" % (effect,))
-        if getattr(effect, "valid_until", None) is not None:
+        if kind in ACTIONS and effect.valid_until is not None:
             # An action: refused when stale, exactly as the real executor does. Only actions
             # (reads carry no deadline) are reported to the checkers.
-            monotonic = self.host.clock.monotonic(self.sched.now())
+            monotonic = self.host.clock.monotonic(self.sched.t)
             stale = fx.is_stale(effect, monotonic)
             self.world.notify("action", self.name, effect, stale, monotonic)
             if stale:
@@ -235,7 +239,7 @@ class SimDaemon:
 
     def _read_clock(self, effect: fx.ReadClock, generation: int, slot: Optional[Slot]
                     ) -> Tuple[bool, Any]:
-        now = self.sched.now()
+        now = self.sched.t
         clock = self.host.clock
         return True, fx.Now(clock.monotonic(now), clock.wall(now), self.stop_requested)
 
@@ -254,7 +258,7 @@ class SimDaemon:
         return True, None
 
     def _sleep(self, effect: fx.Sleep, generation: int, slot: Optional[Slot]) -> Tuple[bool, Any]:
-        now = self.sched.now()
+        now = self.sched.t
         t = self.host.clock.global_time(effect.until)
         if t <= now:
             return True, None
@@ -269,12 +273,11 @@ class SimDaemon:
 
     def _list_guests(self, effect: fx.ListGuests, generation: int, slot: Optional[Slot]
                      ) -> Tuple[bool, Any]:
-        domains = self.host.domains
-        cached = self._guests
-        if cached is None or len(cached.uuids) != len(domains) or any(
-                u not in domains for u in cached.uuids):
-            cached = self._guests = fx.GuestList(tuple(sorted(domains)))
-        return True, cached
+        version = self.host.domains_version
+        if self._guests is None or self._guests_version != version:
+            self._guests = fx.GuestList(tuple(sorted(self.host.domains)))
+            self._guests_version = version
+        return True, self._guests
 
     def _collect_fence(self, effect: fx.CollectFenceResults, generation: int,
                        slot: Optional[Slot]) -> Tuple[bool, Any]:
@@ -367,7 +370,7 @@ class SimDaemon:
         reply (and each request from the peer) as it arrives, and stamps it then."""
         world = self.world
         net = world.network
-        now = self.sched.now()
+        now = self.sched.t
         mono = self.host.clock.monotonic
         spacing = int(effect.spacing * NS)
         last_sent = (effect.echoes - 1) * spacing
@@ -456,7 +459,7 @@ class SimDaemon:
         """One XenAPI call with session handling and a deadline, like the real adapter."""
         world = self.world
         target = self.name if call.address is None else self._address_to_host.get(call.address)
-        deadline = self.sched.now() + self.host.clock.duration(call.timeout)
+        deadline = self.sched.t + self.host.clock.duration(call.timeout)
         state = {"finished": False}
 
         def finish(result: fx.XapiResult) -> None:

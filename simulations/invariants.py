@@ -171,11 +171,12 @@ class Checker:
         valid_until = getattr(effect, "valid_until", None)
         if valid_until is not None and monotonic > valid_until:
             self.violate("I5", host, "%s performed after its deadline" % type(effect).__name__)
-        if isinstance(effect, fx.XapiCall) and pool_action(effect.method):
+        kind = type(effect)
+        if kind is fx.XapiCall and pool_action(effect.method):
             if self.world.xapi.role(host) != "master" or decision is None or not decision.acting_master:
                 self.violate("I4", host, "%s issued by a host that is not the acting master"
                              % effect.method)
-        if isinstance(effect, fx.WatchdogControl) and effect.op in ("arm", "feed"):
+        if kind is fx.WatchdogControl and effect.op in ("arm", "feed"):
             self._check_feed(host, decision)
 
     # --- after every event ------------------------------------------------------------------

@@ -302,11 +302,10 @@ class Simulation:
 
         def after_event() -> None:
             checker.after_event()
-            if keep:
-                tracer.after_event()
+            tracer.after_event()
 
         started = time.perf_counter()
-        world.scheduler.run_until(ns(duration), after_event)
+        world.scheduler.run_until(ns(duration), after_event if keep else checker.after_event)
         wall = time.perf_counter() - started
         self._judge_end()
         margin = min(checker.margins) if checker.margins else None

@@ -7,8 +7,10 @@ host uses it to avoid resuming as master while the peer has a promotion in fligh
 
 A beacon is only ever a reason to wait: nothing is done *because* of a beacon that would not
 be safe without it, so a lost, late or forged beacon can delay a decision but never make it
-unsafe.
+unsafe. (Both functions are pure and see a handful of distinct values: they are memoized,
+because the loop calls them every cycle.)
 """
+from functools import lru_cache
 from typing import NamedTuple, Optional
 
 PREFIX = "halizard/1"
@@ -19,10 +21,12 @@ class PeerState(NamedTuple):
     mode: str
 
 
+@lru_cache(maxsize=64)
 def beacon(is_master: bool, mode: str) -> str:
     return "%s %s %s" % (PREFIX, "master" if is_master else "slave", mode)
 
 
+@lru_cache(maxsize=64)
 def parse_beacon(text: Optional[str]) -> Optional[PeerState]:
     """The peer's state from a beacon, or None for no beacon or one that is not ours."""
     if not text:

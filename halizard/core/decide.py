@@ -117,7 +117,10 @@ def _failed(attempts: Dict[str, Attempt], vm: str, at: float, config: Config, co
 
 def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> DaemonState:
     s = state
-    changes: Dict[str, Any] = {"role": obs.role, "local_uuid": obs.role.host_uuid}
+    changes: Dict[str, Any] = {}
+    if obs.role != s.role:
+        changes["role"] = obs.role
+        changes["local_uuid"] = obs.role.host_uuid
     probe_changes(config, state, obs.probe, changes)
     if obs.guests is not None:
         changes["guests"] = obs.guests.uuids if obs.guests.ok else None
@@ -204,7 +207,7 @@ def absorb_results(
 ) -> DaemonState:
     """Fold the results of a decision's actions into the state."""
     intents = decision.intents
-    if all(i.kind == "feed" for i in intents):
+    if intents is FEED or all(i.kind == "feed" for i in intents):
         return state  # feeding the watchdog changes nothing the daemon remembers
     changes: Dict[str, Any] = {}
     tasks = list(state.tasks)
@@ -260,9 +263,8 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         f = facts(config, s, obs.now)
     c = _Cycle(config, s, obs, f)
     step, s = _ladder(c, s)
-    check_transition(state.mode, step.mode)
-
     if step.mode is not state.mode:
+        check_transition(state.mode, step.mode)
         s = evolve(s, mode=step.mode, since=obs.now)
     watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
     actions = step.actions + watchdog_actions
@@ -599,7 +601,7 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     view = s.view
     assert view is not None
     if not (s.tasks or s.attempts or s.needs_sync or s.reenable or s.settings.maintenance) and \
-            not any(wants_start(v) for v in view.vms):
+            not any(map(wants_start, view.vms)):
         return "all protected VMs running"  # nothing to plan: the common steady state
     me = view.host(s.local_uuid)
     peer = _peer_host(s)

@@ -6,6 +6,7 @@ database calls while its master is unreachable); a rejoining host asks its peer'
 it has. Every read carries a timeout, so one slow xapi never stalls probing for long.
 """
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from halizard.core.beacon import beacon, parse_beacon
@@ -19,6 +20,7 @@ from halizard.core.pool import (
     settings_of,
 )
 from halizard.core.state import DaemonState, Mode
+from halizard.core.timing import read_budget
 from halizard.effects import (
     LOCAL,
     POOL_SESSION,
@@ -79,6 +81,7 @@ class ReadTemplates:
     probe_quick: Probe  # when the peer is already silent: do not wait long for its replies
     guests: ListGuests
     master_reads: Tuple[XapiCall, ...]
+    read_budget: float  # longer than this, a cycle's reads were stalled (timing.read_budget)
 
 
 def read_templates(config: Config) -> ReadTemplates:
@@ -92,14 +95,15 @@ def read_templates(config: Config) -> ReadTemplates:
         guests=ListGuests(timeout=config.xapi_timeout),
         master_reads=tuple(XapiCall(m, (), LOCAL, POOL_SESSION, config.xapi_timeout)
                            for m in POOL_READS),
+        read_budget=read_budget(config),
     )
 
 
 def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, role: PoolRole,
                now: float) -> ReadPlan:
     peer_recent = state.peer_upper is not None and now - state.peer_upper <= config.peer_timeout
-    probe = templates.probe if peer_recent else templates.probe_quick
-    effects: List[Any] = [probe._replace(beacon=beacon(role.is_master, state.mode.value)),
+    effects: List[Any] = [_probe(templates.probe if peer_recent else templates.probe_quick,
+                                 beacon(role.is_master, state.mode.value)),
                           templates.guests]
     peer_claims_master = peer_says_master(state)
     peer_address = config.peer_addresses[0]
@@ -165,6 +169,12 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
                     peer_vms_at, tuple(tasks_at), fence_at)
 
 
+@lru_cache(maxsize=64)
+def _probe(template: Probe, text: str) -> Probe:
+    """The probe carrying this beacon (memoized: it is the same nearly every cycle)."""
+    return template._replace(beacon=text)
+
+
 def peer_says_master(state: DaemonState) -> bool:
     peer = parse_beacon(state.peer_beacon)
     return peer is not None and peer.claims_master
@@ -222,7 +232,7 @@ def observe(
         peer_role = role_from_answer(answer)
         if plan.peer_vms_at is not None and answer.ok and results[plan.peer_vms_at].ok:
             peer_guests = count_own_guests(answer.value, results[plan.peer_vms_at].value)
-    tasks = tuple((ref, results[i]) for ref, i in plan.tasks_at)
+    tasks = tuple((ref, results[i]) for ref, i in plan.tasks_at) if plan.tasks_at else ()
     fence = tuple(results[plan.fence_at]) if plan.fence_at is not None else ()
     return Observation(cycle_start, now, wall, stop_requested, role, probe, guests, view,
                        settings, view_error, peer_role, peer_guests, tasks, fence)

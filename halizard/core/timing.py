@@ -197,10 +197,6 @@ def explain(config: Config) -> str:
     return "\n".join(lines)
 
 
-def reads_stale(config: Config, began: float, now: float) -> bool:
-    """True when a cycle's probe and reads took so much longer than they can (the process or
-    host was stalled or frozen meanwhile) that their answers are too old to decide on: the
-    loop then probes again instead of deciding. This is how a daemon re-validates after a
-    stall before it acts (invariant I5)."""
-    budget = max(config.probe_window, config.xapi_timeout) + config.probe_interval
-    return now - began > budget
+def read_budget(config: Config) -> float:
+    """The longest a cycle's probe and reads can take without a stall."""
+    return max(config.probe_window, config.xapi_timeout) + config.probe_interval

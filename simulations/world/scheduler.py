@@ -34,25 +34,27 @@ class Timer:
 
 
 class Scheduler:
+    """``t`` is the current time (ns); ``now()`` returns it too (the Clock protocol)."""
+
     def __init__(self) -> None:
-        self._now = 0
+        self.t = 0
         self._seq = 0
         self._heap: List[Tuple[int, int, Timer]] = []
         self.events = 0
 
     def now(self) -> int:
-        return self._now
+        return self.t
 
     def at(self, t: int, fn: Callable[..., None], *args: Any) -> Timer:
-        if t < self._now:
-            t = self._now
+        if t < self.t:
+            t = self.t
         timer = Timer(t, fn, args)
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, timer))
         return timer
 
     def after(self, dt: int, fn: Callable[..., None], *args: Any) -> Timer:
-        return self.at(self._now + dt, fn, *args)
+        return self.at(self.t + dt, fn, *args)
 
     def next_time(self) -> Optional[int]:
         while self._heap and self._heap[0][2].cancelled:
@@ -67,10 +69,10 @@ class Scheduler:
             t, _, timer = pop(heap)
             if timer.cancelled:
                 continue
-            self._now = t
+            self.t = t
             self.events += 1
             timer.fn(*timer.args)
             if after_event is not None:
                 after_event()
-        if self._now < t_end:
-            self._now = t_end
+        if self.t < t_end:
+            self.t = t_end

@@ -41,6 +41,7 @@ class Host:
         self.power = "on"  # "on" | "off" | "booting"
         self.frozen_since: Optional[int] = None
         self.domains: Dict[str, int] = {}  # vm uuid -> start time (ns)
+        self.domains_version = 0  # bumps whenever a domain starts or stops here
         self.watchdog = Watchdog()
         self.disk: Dict[str, Any] = {}  # what survives a daemon restart or a reboot
         self.fence_reachable = True
@@ -76,7 +77,7 @@ class World:
 
     @property
     def now(self) -> int:
-        return self.scheduler.now()
+        return self.scheduler.t
 
     def peer_of(self, name: str) -> str:
         return self.host_names[1] if name == self.host_names[0] else self.host_names[0]
@@ -85,7 +86,7 @@ class World:
         handlers = self._handlers.get(method)
         if handlers is None:
             handlers = self._handlers[method] = [getattr(o, method) for o in self.observers]
-        now = self.scheduler.now()
+        now = self.scheduler.t
         for handler in handlers:
             handler(now, *args)
 
@@ -114,6 +115,7 @@ class World:
         if vm_uuid in h.domains:
             return
         h.domains[vm_uuid] = self.now
+        h.domains_version += 1
         hosts = self.vm_hosts.setdefault(vm_uuid, set())
         others = sorted(hosts)
         hosts.add(host)
@@ -123,6 +125,7 @@ class World:
         h = self.hosts[host]
         if h.domains.pop(vm_uuid, None) is None:
             return
+        h.domains_version += 1
         self.vm_hosts[vm_uuid].discard(host)
         if cause != "migrated":  # a live migration is not a death: no restart margin to measure
             self.last_death[vm_uuid] = self.now
