@@ -269,7 +269,8 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
-    acting = s.role is not None and _acts_as_master(s.role.is_master, step.mode)
+    acting = s.role is not None and _acts_as_master(s.role.is_master, step.mode) and (
+        step.mode is not Mode.SURVIVOR or _holds_master_role(config, s, f.silence))
     return Decision(
         obs.now,  # at
         obs.wall,
@@ -331,6 +332,28 @@ def _acts_as_master(is_master: bool, mode: Mode) -> bool:
     """A pool master acts as one in these modes; a stopping master still holds the role until
     its hand-over completes."""
     return is_master and (mode in ACTING_MODES or mode is Mode.STOPPING)
+
+
+def _may_claim_master(config: Config, s: DaemonState, silence: float) -> bool:
+    """Whether a host that lost its peer may take the master role: once the peer is certainly
+    dead (with a fence agent: confirmed off), or without one once the peer has been silent for
+    promote_delay, by which time a peer that was acting as master has stopped (the promotion
+    inequality)."""
+    if config.fence_agent is not None:
+        return s.peer_dead
+    return silence >= config.promote_delay
+
+
+def _holds_master_role(config: Config, s: DaemonState, silence: float) -> bool:
+    """Whether a master that lost its peer still acts as master. It does if it has held its
+    lease without a break since it last saw the peer: then the peer could not have promoted
+    itself first. A master that lost contact itself in between (its silence clock restarted
+    after the last evidence of the peer, as after a self-fence) is no better placed than a
+    slave: the peer may have promoted itself meanwhile and still hold its lease. It resumes
+    under the slave's promotion rule (regression R004)."""
+    if s.peer_upper is not None and s.silence_floor <= s.peer_upper:
+        return True
+    return _may_claim_master(config, s, silence)
 
 
 def _stop_done(s: DaemonState, obs: Observation) -> bool:
@@ -529,9 +552,7 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
                                                           _fmt(config.takeover_delay)))
 
     if not role.is_master:
-        may_promote = s.peer_dead if config.fence_agent is not None else (
-            silence >= config.promote_delay)
-        if not may_promote:
+        if not _may_claim_master(config, s, silence):
             return c.step(Mode.SURVIVOR, "%s; promotion at %s" % (
                 lost, _fmt(config.promote_delay))), s
         if _may_request(s.promote_requested_at, c.now):
@@ -545,6 +566,10 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         return c.step(Mode.TAKEOVER if s.peer_dead else Mode.SURVIVOR,
                       "%s; pool database not readable (%s)" % (lost, c.obs.view_error or "no answer")), s
     if not s.peer_dead:
+        if not _holds_master_role(config, s, silence):
+            return c.step(Mode.SURVIVOR, "%s; lost contact itself since it last saw the peer: "
+                          "acting as master again at %s, takeover at %s" % (
+                              lost, _fmt(config.promote_delay), _fmt(config.takeover_delay))), s
         return c.step(Mode.SURVIVOR, "%s; takeover at %s" % (lost, _fmt(config.takeover_delay))), s
 
     peer = _peer_host(s)
