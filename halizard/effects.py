@@ -33,7 +33,8 @@ class Now(NamedTuple):
 
 
 class Sleep(NamedTuple):
-    """Sleep until ``until`` on the monotonic clock (returns at once if already past)."""
+    """Sleep until ``until`` on the monotonic clock (at once if already past). The answer is
+    the clock read on waking (a Now), which starts the next cycle."""
 
     until: float
 
@@ -196,8 +197,11 @@ class Parallel(NamedTuple):
     effects: Tuple[Any, ...]
 
 
-class Publish(NamedTuple):
-    """Log this cycle's decision (journal, systemd STATUS; the simulator's trace)."""
+class Enact(NamedTuple):
+    """Log this cycle's decision (journal, systemd STATUS; the simulator's trace), then perform
+    its actions in parallel, each under the staleness rule. The answer is the tuple of the
+    actions' outcomes, in order (empty when the decision has none). Logging comes first, so a
+    daemon that dies while acting has already said what it was doing."""
 
     decision: Any
 
@@ -222,7 +226,7 @@ Effect = Union[
     StartFence,
     CollectFenceResults,
     Parallel,
-    Publish,
+    Enact,
     LoadState,
     SaveState,
 ]

@@ -7,13 +7,14 @@ every action it yields carries the deadline after which it must not be performed
 
 One cycle:
 
-    read the clock and the local role       (immediate)
+    wake: the clock and the local role      (immediate; the clock comes with the end of the
+                                             previous sleep)
     probe + xapi reads + guest list         (in parallel, each with its own timeout)
     read the clock again                    (if the reads took impossibly long, the daemon was
                                              stalled: start the cycle over, never decide on them)
     decide                                  (pure: halizard.core.decide)
-    publish the decision                    (one log line per cycle)
-    perform the decision's actions          (in parallel)
+    enact the decision                      (one log line per cycle, then its actions, in
+                                             parallel)
     sleep until the next cycle is due       (the decision says when: the cadence, or sooner
                                              when a deadline such as the takeover falls due)
 """
@@ -24,11 +25,11 @@ from halizard.core.decide import absorb_results, decide
 from halizard.core.observe import ReadTemplates, observe, plan_reads, read_templates
 from halizard.core.state import DaemonState, Decision, evolve, initial_state
 from halizard.effects import (
+    Enact,
     LoadState,
     Now,
     Parallel,
     PoolRole,
-    Publish,
     ReadClock,
     ReadPoolRole,
     SaveState,
@@ -41,28 +42,26 @@ Loop = Generator[Any, Any, None]
 def run(config: Config) -> Loop:
     """The daemon. The generator ends only after a planned stop."""
     saved = yield LoadState()
-    start: Now
-    start = yield ReadClock()
-    state = initial_state(start.monotonic, saved)
+    now: Now
+    now = yield ReadClock()
+    state = initial_state(now.monotonic, saved)
     templates = read_templates(config)
     while True:
-        decision = yield from cycle(config, templates, state)
+        decision = yield from cycle(config, templates, state, now)
         state = decision.state
         if state.settings_dirty:
             yield SaveState({"settings": state.settings.to_dict()})
             state = evolve(state, settings_dirty=False)
         if decision.exit:
             return
-        yield Sleep(until=decision.next_cycle)
+        now = yield Sleep(until=decision.next_cycle)
 
 
-def cycle(config: Config, templates: ReadTemplates, state: DaemonState
+def cycle(config: Config, templates: ReadTemplates, state: DaemonState, begin: Now
           ) -> Generator[Any, Any, Decision]:
-    """One HA cycle: observe, decide, publish, act. Returns the decision, which carries the new
-    state and when the next cycle is due."""
+    """One HA cycle, begun at ``begin``: observe, decide, enact. Returns the decision, which
+    carries the new state and when the next cycle is due."""
     while True:
-        begin: Now
-        begin = yield ReadClock()
         role: PoolRole
         role = yield ReadPoolRole()
         plan = plan_reads(config, templates, state, role, begin.monotonic)
@@ -71,22 +70,14 @@ def cycle(config: Config, templates: ReadTemplates, state: DaemonState
         now = yield ReadClock()
         if now.monotonic - begin.monotonic <= templates.read_budget:
             break
-        # Stalled or frozen while probing: these answers are too old to decide on. Probe again.
+        # Stalled or frozen before or while probing: these answers are too old to decide on.
+        # Probe again.
+        begin = now
     obs = observe(plan, results, begin.monotonic, now.monotonic, now.wall,
                   now.stop_requested or begin.stop_requested, role)
     decision = decide(config, state, obs)
-    yield Publish(decision)
-    if decision.actions:
-        if len(decision.actions) == 1:
-            outcome = yield decision.actions[0]
-            outcomes = (outcome,)
-        else:
-            outcomes = yield Parallel(decision.actions)
+    outcomes = yield Enact(decision)
+    if outcomes:
         state = absorb_results(config, decision.state, decision, outcomes)
-        decision = Decision(
-            at=decision.at, wall=decision.wall, mode=decision.mode, reason=decision.reason,
-            actions=decision.actions, intents=decision.intents, state=state,
-            acting_master=decision.acting_master, peer_dead=decision.peer_dead,
-            exit=decision.exit, next_cycle=decision.next_cycle,
-        )
+        decision = decision._replace(state=state)
     return decision

@@ -6,6 +6,7 @@ closes the generator (systemd restarts it), a host freeze or a daemon stall hold
 result until the host or process runs again. The staleness rule (halizard.effects.is_stale) is
 applied exactly as the real executor applies it: immediately before an action is performed.
 """
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from halizard import effects as fx
@@ -58,7 +59,7 @@ class _Join:
             self.done(tuple(self.results))
 
     def slot(self, i: int) -> Callable[[Any], None]:
-        return lambda value: self.put(i, value)
+        return partial(self.put, i)
 
 
 class SimDaemon:
@@ -93,7 +94,7 @@ class SimDaemon:
         self._handlers: Dict[type, Callable[[Any, int, Optional[Slot]], Tuple[bool, Any]]] = {
             fx.ReadClock: self._read_clock,
             fx.ReadPoolRole: self._read_pool_role,
-            fx.Publish: self._publish,
+            fx.Enact: self._enact,
             fx.Sleep: self._sleep,
             fx.Parallel: self._parallel,
             fx.Probe: self._start_probe,
@@ -180,7 +181,7 @@ class SimDaemon:
         """A timed effect completed; hand its result over unless the process is paused."""
         if generation != self.generation or not self.alive:
             return
-        if self._paused():
+        if self.sched.t < self.stalled_until or self.host.frozen_since is not None:  # paused
             self.held = (generation, result)
             return
         self._step(generation, result)
@@ -239,9 +240,12 @@ class SimDaemon:
 
     def _read_clock(self, effect: fx.ReadClock, generation: int, slot: Optional[Slot]
                     ) -> Tuple[bool, Any]:
-        now = self.sched.t
+        return True, self._now()
+
+    def _now(self) -> fx.Now:
+        t = self.sched.t
         clock = self.host.clock
-        return True, fx.Now(clock.monotonic(now), clock.wall(now), self.stop_requested)
+        return fx.Now(clock.monotonic(t), clock.wall(t), self.stop_requested)
 
     def _read_pool_role(self, effect: fx.ReadPoolRole, generation: int, slot: Optional[Slot]
                         ) -> Tuple[bool, Any]:
@@ -251,19 +255,43 @@ class SimDaemon:
             role = self._role = fx.PoolRole(self.host.uuid, is_master, address)
         return True, role
 
-    def _publish(self, effect: fx.Publish, generation: int, slot: Optional[Slot]
-                 ) -> Tuple[bool, Any]:
-        self.decision = effect.decision
-        self.world.notify("decision", self.name, effect.decision)
-        return True, None
+    def _enact(self, effect: fx.Enact, generation: int, slot: Optional[Slot]
+               ) -> Tuple[bool, Any]:
+        decision = effect.decision
+        self.decision = decision
+        self.world.notify("decision", self.name, decision)
+        actions = decision.actions
+        if not actions:
+            return True, ()
+        if len(actions) > 1:
+            return self._parallel(fx.Parallel(actions), generation, slot)
+        # One action (nearly always the watchdog feed): no join needed.
+        def done(value: Any) -> None:
+            if slot is None:
+                self._deliver(generation, (value,))
+            else:
+                slot((value,))
+
+        immediate, value = self._perform(actions[0], generation, done)
+        return (True, (value,)) if immediate else (False, None)
 
     def _sleep(self, effect: fx.Sleep, generation: int, slot: Optional[Slot]) -> Tuple[bool, Any]:
+        """The answer is the clock at the moment of waking. A host frozen or stalled at that
+        moment gets it late: a stall just after reading the clock, which the loop must (and
+        does) survive."""
         now = self.sched.t
         t = self.host.clock.global_time(effect.until)
         if t <= now:
-            return True, None
-        self._later(generation, slot, t - now, None)
+            return True, self._now()
+        self.sched.at(t, self._wake, generation, slot)
         return False, None
+
+    def _wake(self, generation: int, slot: Optional[Slot]) -> None:
+        now = self._now()
+        if slot is None:
+            self._deliver(generation, now)
+        else:
+            slot(now)
 
     def _start_probe(self, effect: fx.Probe, generation: int, slot: Optional[Slot]
                      ) -> Tuple[bool, Any]:
@@ -457,66 +485,86 @@ class SimDaemon:
 
     def _xapi(self, call: fx.XapiCall, done: Callable[[fx.XapiResult], None]) -> None:
         """One XenAPI call with session handling and a deadline, like the real adapter."""
-        world = self.world
-        target = self.name if call.address is None else self._address_to_host.get(call.address)
-        deadline = self.sched.t + self.host.clock.duration(call.timeout)
-        state = {"finished": False}
+        _XapiExchange(self, call, done).start()
 
-        def finish(result: fx.XapiResult) -> None:
-            if not state["finished"]:
-                state["finished"] = True
-                timer.cancel()
-                done(result)
 
-        timer = self.sched.at(deadline, finish, fx.XapiResult(error=(fx.TIMEOUT,)))
-        if target is None or not self.host.running:
+class _XapiExchange:
+    """One XenAPI call in flight: log in if there is no session (or it was invalidated), call,
+    answer ``done`` exactly once, by the deadline at the latest. A class rather than nested
+    closures, whose mutual references would be reference cycles."""
+
+    __slots__ = ("daemon", "call", "done", "target", "transport", "key", "timer", "relogged")
+
+    def __init__(self, daemon: SimDaemon, call: fx.XapiCall,
+                 done: Callable[[fx.XapiResult], None]) -> None:
+        self.daemon = daemon
+        self.call = call
+        self.done: Optional[Callable[[fx.XapiResult], None]] = done
+        self.target = daemon.name if call.address is None else \
+            daemon._address_to_host.get(call.address)
+        self.transport = "unix" if call.address is None else "tcp"
+        self.key = (self.target or "", call.session)
+        self.relogged = False
+        self.timer: Any = None
+
+    def start(self) -> None:
+        d = self.daemon
+        deadline = d.sched.t + d.host.clock.duration(self.call.timeout)
+        self.timer = d.sched.at(deadline, self.finish, fx.XapiResult(error=(fx.TIMEOUT,)))
+        if self.target is None or not d.host.running:
             return  # nowhere to connect: the deadline answers
-        if call.address is not None and not world.connected(self.name, target):
+        if self.call.address is not None and not d.world.connected(d.name, self.target):
             return  # SYNs into a black hole
-        transport = "unix" if call.address is None else "tcp"
-        key = (target, call.session)
-
-        def send(session: Optional[str], relogged: bool) -> None:
-            params = [session] + list(call.args)
-
-            def reply(outcome: Outcome) -> None:
-                if isinstance(outcome, Ok):
-                    finish(fx.XapiResult(value=outcome.value))
-                elif isinstance(outcome, Failure):
-                    if outcome.description[:1] == ["SESSION_INVALID"] and not relogged:
-                        self.sessions.pop(key, None)
-                        login(True)
-                        return
-                    finish(fx.XapiResult(error=tuple(outcome.description)))
-                else:
-                    finish(_transport_error(outcome))
-
-            world.xapi.call(target, call.method, params, reply, transport)
-
-        def login(relogged: bool) -> None:
-            if call.session == fx.LOCAL_SESSION:
-                method = "session.slave_local_login_with_password"
-                params: List[Any] = [USERNAME, PASSWORD]
-            else:
-                method = "session.login_with_password"
-                params = [USERNAME, PASSWORD, "1.0", "halizard"]
-
-            def logged_in(outcome: Outcome) -> None:
-                if isinstance(outcome, Ok):
-                    self.sessions[key] = outcome.value
-                    send(outcome.value, relogged)
-                elif isinstance(outcome, Failure):
-                    finish(fx.XapiResult(error=tuple(outcome.description)))
-                else:
-                    finish(_transport_error(outcome))
-
-            world.xapi.call(target, method, params, logged_in, transport)
-
-        session = self.sessions.get(key)
+        session = d.sessions.get(self.key)
         if session is None:
-            login(False)
+            self.login()
         else:
-            send(session, False)
+            self.send(session)
+
+    def finish(self, result: fx.XapiResult) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            self.timer.cancel()
+            done(result)
+
+    def login(self) -> None:
+        if self.call.session == fx.LOCAL_SESSION:
+            method = "session.slave_local_login_with_password"
+            params: List[Any] = [USERNAME, PASSWORD]
+        else:
+            method = "session.login_with_password"
+            params = [USERNAME, PASSWORD, "1.0", "halizard"]
+        assert self.target is not None
+        self.daemon.world.xapi.call(self.target, method, params, self.logged_in, self.transport)
+
+    def logged_in(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Ok):
+            self.daemon.sessions[self.key] = outcome.value
+            self.send(outcome.value)
+        elif isinstance(outcome, Failure):
+            self.finish(fx.XapiResult(error=tuple(outcome.description)))
+        else:
+            self.finish(_transport_error(outcome))
+
+    def send(self, session: Optional[str]) -> None:
+        assert self.target is not None
+        params = [session] + list(self.call.args)
+        self.daemon.world.xapi.call(self.target, self.call.method, params, self.reply,
+                                    self.transport)
+
+    def reply(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Ok):
+            self.finish(fx.XapiResult(value=outcome.value))
+        elif isinstance(outcome, Failure):
+            if outcome.description[:1] == ["SESSION_INVALID"] and not self.relogged:
+                # The session died with a xapi restart: log in again, once.
+                self.daemon.sessions.pop(self.key, None)
+                self.relogged = True
+                self.login()
+                return
+            self.finish(fx.XapiResult(error=tuple(outcome.description)))
+        else:
+            self.finish(_transport_error(outcome))
 
 
 def _refusal(effect: Any) -> Any:

@@ -143,8 +143,12 @@ class Network:
                 answers: bool, arrivals: Optional[List[int]]) -> Tuple[int, int, bool]:
         if there_link.quiet() and back_link.quiet() and not there_link.down and not back_link.down:
             # Nothing random on a quiet link: every request arrives, every reply comes back.
+            # Only the first and the last arrival matter to the receiver (it stamps the latest
+            # one that arrived by the end of its own round), so only those are recorded.
             if arrivals is not None:
                 arrivals.append(BASE_LATENCY_NS)
+                if count > 1:
+                    arrivals.append((count - 1) * spacing + BASE_LATENCY_NS)
             if not answers:
                 return 0, 0, False
             return count, (count - 1) * spacing + 2 * BASE_LATENCY_NS, True
