@@ -130,6 +130,7 @@ class SimDaemon:
             self.alive = False
             self.generation += 1
             self.held = None
+            self.stalled_until = 0  # a stall is the process's: its successor starts fresh
             if self.gen is not None:
                 self.gen.close()
             self.gen = None
@@ -143,6 +144,10 @@ class SimDaemon:
             self.start()
 
     def stall(self, duration: int) -> None:
+        """Stop scheduling the process for ``duration`` (SIGSTOP and SIGCONT). There is nothing
+        to stall when it is not running, and the stall dies with the process."""
+        if not self.alive:
+            return
         self.stalled_until = max(self.stalled_until, self.sched.t + duration)
         self.sched.at(self.stalled_until, self._resume_if_due)
 

@@ -294,3 +294,42 @@ def test_next_cycle_is_never_later_than_the_cadence_or_a_pending_deadline():
         if t < seen + CFG.takeover_delay - lead < (t - 0.45) + CFG.probe_interval:
             break
     assert decision.next_cycle == pytest.approx(seen + CFG.takeover_delay - lead)
+
+
+def test_silence_is_counted_from_the_first_contact_not_from_start():
+    """R005: a daemon whose first decision with contact comes 20 s after it started heard
+    nothing meanwhile; the peer's silence starts at that decision."""
+    state = initial_state(0.0, {"settings": {"ha_enabled": True}})
+    pool = view([vm("vm-a", ME), vm("vm-b", PEER)])
+    decision, state = settle(CFG, state, obs(20.0, probe(20.0, peer=False), pool=pool))
+    assert decision.mode is Mode.SURVIVOR and not decision.peer_dead
+    t = 20.0
+    while not decision.peer_dead:
+        t += 0.5
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False), pool=pool))
+    assert CFG.takeover_delay <= t - 20.0 < CFG.takeover_delay + 0.6
+
+
+def test_a_master_back_from_its_own_loss_of_contact_acts_only_under_the_promotion_rule():
+    """R004: a master that was cut off itself, then sees only the gateway, may face a peer
+    that promoted itself meanwhile; it acts as master again after promote_delay, like a slave."""
+    pool = view([vm("vm-a", ME), vm("vm-b", PEER)])
+    state = healthy(pool=pool)
+    for t in range(11, 30):  # cut off: isolated, self-fenced
+        decision, state = settle(CFG, state, obs(float(t), probe(float(t), peer=False, gw=False),
+                                                 pool=pool, guests=()))
+    assert decision.mode is Mode.SELF_FENCED
+    back = 30.0
+    decision, state = settle(CFG, state, obs(back, probe(back, peer=False), pool=pool, guests=()))
+    assert decision.mode is Mode.SURVIVOR and not decision.acting_master
+    t = back
+    while not decision.acting_master:
+        t += 0.5
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False), pool=pool, guests=()))
+    assert CFG.promote_delay <= t - back < CFG.promote_delay + 0.6
+    # A master that kept its lease throughout keeps acting as master when the peer goes silent.
+    state = healthy(pool=pool)
+    decision, state = settle(CFG, state, obs(11.0, probe(11.0, peer=False), pool=pool))
+    assert decision.mode is Mode.NORMAL and decision.acting_master
+    decision, state = settle(CFG, state, obs(15.0, probe(15.0, peer=False), pool=pool))
+    assert decision.mode is Mode.SURVIVOR and decision.acting_master

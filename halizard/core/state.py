@@ -106,7 +106,7 @@ class DaemonState:
     peer_upper: Optional[float] = None
     gateway_upper: Optional[float] = None
     silence_floor: float = 0.0  # silence is never counted from before this time
-    lease_lapsed: bool = False  # this host itself had no contact at its previous decision
+    lease_lapsed: bool = False  # no contact at the previous decision (or no decision yet)
     # What the pool looks like.
     role: Optional[PoolRole] = None
     local_uuid: Optional[str] = None
@@ -152,9 +152,12 @@ def initial_state(started_at: float, saved: Optional[Mapping[str, Any]]) -> Daem
     settings = Settings()
     if saved and isinstance(saved.get("settings"), dict):
         settings = Settings.from_dict(saved["settings"])
+    # No lease at start: the silence clock starts at the first decision made with contact
+    # (regression R005: a process stalled right after starting must not count the stall as the
+    # peer's silence).
     return DaemonState(
         mode=Mode.STARTING, since=started_at, started_at=started_at, silence_floor=started_at,
-        settings=settings,
+        lease_lapsed=True, settings=settings,
     )
 
 
