@@ -204,8 +204,8 @@ def test_fence_agent_master_fences_at_peer_timeout_slave_waits_fence_delay():
 def test_fence_confirmation_makes_the_peer_dead_and_failure_does_not():
     pool = view([vm("vm-b", PEER)])
     state = healthy(config=FENCED, pool=pool)
-    t = 15.0
-    decision, state = settle(FENCED, state, obs(t, probe(t, peer=False), pool=pool))
+    for t in (11.0, 12.0, 13.0, 14.0, 15.0):
+        decision, state = settle(FENCED, state, obs(t, probe(t, peer=False), pool=pool))
     assert state.fence_job == 1
     # the agent could not reach the BMC: no proof, no takeover, retry later
     decision, state = settle(FENCED, state, obs(16.0, probe(16.0, peer=False), pool=pool,
@@ -333,3 +333,23 @@ def test_a_master_back_from_its_own_loss_of_contact_acts_only_under_the_promotio
     assert decision.mode is Mode.NORMAL and decision.acting_master
     decision, state = settle(CFG, state, obs(15.0, probe(15.0, peer=False), pool=pool))
     assert decision.mode is Mode.SURVIVOR and decision.acting_master
+
+
+def test_a_stall_longer_than_the_lease_restarts_the_silence_clock():
+    """R006: a master stalled for 20 s heard nothing meanwhile; its first decision after the
+    stall must not count the stall as the peer's silence."""
+    pool = view([vm("vm-a", ME), vm("vm-b", PEER)])
+    state = healthy(pool=pool)
+    decision, state = settle(CFG, state, obs(30.0, probe(30.0, peer=False), pool=pool))
+    assert decision.mode is Mode.SURVIVOR and not decision.peer_dead
+    t = 30.0
+    while not decision.peer_dead:
+        t += 0.5
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False), pool=pool))
+    assert CFG.takeover_delay <= t - 30.0 < CFG.takeover_delay + 0.6
+    # A stall shorter than the lease leaves the clock alone: the silence counts from the last
+    # evidence of the peer (9.95 s).
+    state = healthy(pool=pool)
+    decision, state = settle(CFG, state, obs(14.0, probe(14.0, peer=False), pool=pool))
+    assert decision.mode is Mode.SURVIVOR
+    assert decision.state.silence_floor < 9.95

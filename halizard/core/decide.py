@@ -20,7 +20,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from halizard.core.beacon import parse_beacon
 from halizard.core.config import Config
-from halizard.core.evidence import Facts, facts, probe_changes
+from halizard.core.evidence import Facts, facts, lease_gap, probe_changes
 from halizard.core.observe import QUICK_WAIT, Observation, peer_says_master, task_outcome
 from halizard.core.placement import plan_starts, wants_start
 from halizard.core.pool import HostView
@@ -253,12 +253,14 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         # What the peer said about itself is stale once it is out of sight: a host coming
         # back must decide on what the peer says now (the cause of I2 in R003).
         s = evolve(s, peer_role=None, peer_role_at=None, peer_guests=None, peer_beacon=None)
-    if not f.lease_held or s.lease_lapsed or state.mode is Mode.DISABLED:
+    if not f.lease_held or s.lease_lapsed or lease_gap(config, state, s) \
+            or state.mode is Mode.DISABLED:
         # The peer's silence proves something only while this host could hear it and HA was
         # on (the peer self-fences only then): the timing rule bounds the peer's last contact
         # by our last evidence only if we were connected all along. While we have no contact
-        # ourselves, at the first decision after we regain it, and while HA was off, the
-        # silence clock starts again.
+        # ourselves, at the first decision after we regain it (also after a stall longer than
+        # the lease, which no decision saw), and while HA was off, the silence clock starts
+        # again.
         s = evolve(s, silence_floor=obs.now, lease_lapsed=not f.lease_held)
         f = facts(config, s, obs.now)
     c = _Cycle(config, s, obs, f)

@@ -73,6 +73,17 @@ def record_probe(config: Config, state: DaemonState, report: ProbeReport) -> Dae
     return evolve(state, **changes) if changes else state
 
 
+def lease_gap(config: Config, before: DaemonState, after: DaemonState) -> bool:
+    """True when this host's own contact has a hole between two decisions: the newest evidence
+    begins after the lease held at the previous decision had expired. Nothing but a stall or a
+    freeze longer than the lease produces one (the daemon decides every cycle, and any lapse
+    seen at a decision is recorded then). While in the hole this host heard nothing, so its
+    silence clock must start again, as after any loss of contact (regression R006)."""
+    old = before.contact_lower
+    new = after.contact_lower
+    return old is not None and new is not None and new > old + config.lease_timeout
+
+
 class Facts(NamedTuple):
     """What the evidence means at one moment."""
 

@@ -37,12 +37,15 @@ class Mode(Enum):
 # Every allowed transition. Staying in a mode is always allowed. Note what is missing: nothing
 # leaves `isolated` except `self-fenced` (a self-fence, once started, is finished), and a
 # self-fenced host never goes straight back to `normal`: it first finds out who is master
-# (`rejoining`), or, seeing only the gateway, waits like any survivor.
+# (`rejoining`), or, seeing only the gateway, waits like any survivor. `normal -> takeover` and
+# `maintenance -> takeover` skip the survivor cycles in between: a daemon stalled for less than
+# its lease (a longer stall restarts the silence clock, R006) can find, at its next decision, a
+# peer silent for takeover_delay when peer_timeout + lease_timeout exceed it.
 TRANSITIONS: Dict[Mode, FrozenSet[Mode]] = {
     Mode.STARTING: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE,
                               Mode.DISABLED, Mode.STOPPING}),
-    Mode.NORMAL: frozenset({Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE, Mode.DISABLED,
-                            Mode.STOPPING}),
+    Mode.NORMAL: frozenset({Mode.SURVIVOR, Mode.TAKEOVER, Mode.ISOLATED, Mode.MAINTENANCE,
+                            Mode.DISABLED, Mode.STOPPING}),
     Mode.SURVIVOR: frozenset({Mode.NORMAL, Mode.TAKEOVER, Mode.ISOLATED, Mode.MAINTENANCE,
                               Mode.DISABLED, Mode.STOPPING}),
     Mode.TAKEOVER: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE,
@@ -52,8 +55,8 @@ TRANSITIONS: Dict[Mode, FrozenSet[Mode]] = {
                                  Mode.STOPPING}),
     Mode.REJOINING: frozenset({Mode.NORMAL, Mode.SELF_FENCED, Mode.ISOLATED, Mode.MAINTENANCE,
                                Mode.DISABLED, Mode.STOPPING}),
-    Mode.MAINTENANCE: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.DISABLED,
-                                 Mode.STOPPING}),
+    Mode.MAINTENANCE: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.TAKEOVER, Mode.ISOLATED,
+                                 Mode.DISABLED, Mode.STOPPING}),
     Mode.DISABLED: frozenset({Mode.STARTING, Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED,
                               Mode.MAINTENANCE, Mode.STOPPING}),
     Mode.STOPPING: frozenset({Mode.ISOLATED}),
