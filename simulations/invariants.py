@@ -64,6 +64,7 @@ class Checker:
         self.fences: List[FenceRecord] = []
         self.margins: List[float] = []
         self.isolated_since: Dict[str, Optional[int]] = {h: None for h in world.host_names}
+        self.isolation_ended: Dict[str, Tuple[int, int]] = {}  # the last episode: (start, end)
         self.partitioned_since: Optional[int] = None
         self.stalled_since: Dict[str, int] = {}
         self.daemon_down_since: Dict[str, int] = {}
@@ -244,12 +245,26 @@ class Checker:
             sees_gw = gateway_policy_satisfied(self.config.gateway_policy, gws, len(net.gateway_names))
             isolated = not sees_peer and not sees_gw
             if not isolated:
+                since = self.isolated_since[h]
+                if since is not None:
+                    self.isolation_ended[h] = (since, now)
                 self.isolated_since[h] = None
             elif self.isolated_since[h] is None:
                 self.isolated_since[h] = now
 
     def _lasted(self, since: Optional[int], tolerance: float) -> bool:
         return since is not None and self.world.now - since >= int(tolerance * NS)
+
+    def _just_isolated(self, host: str) -> bool:
+        """An isolation long enough to justify a self-fence that ended so recently that the
+        daemon may still be deciding on a probe round that began before it ended (probe rounds
+        see no contact that returns after they began)."""
+        episode = self.isolation_ended.get(host)
+        if episode is None:
+            return False
+        start, end = episode
+        return end - start >= int(self.bounds.isolation_tolerance * NS) and \
+            self.world.now - end <= int(self.bounds.skew * NS)
 
     def _classify(self, host: str, kind: str, by: str) -> None:
         world = self.world
@@ -266,6 +281,10 @@ class Checker:
             why = "the host had no power"
         elif self._lasted(self.isolated_since[host], b.isolation_tolerance):
             why = "isolated for %.1fs" % seconds(world.now - (self.isolated_since[host] or 0))
+        elif self._just_isolated(host):
+            start, end = self.isolation_ended[host]
+            why = "isolated for %.1fs until %.1fs before (decided on a round begun before contact " \
+                  "returned)" % (seconds(end - start), seconds(world.now - end))
         elif self._lasted(frozen, b.freeze_tolerance):
             why = "frozen for %.1fs" % seconds(world.now - (frozen or 0))
         elif self._lasted(stalled, b.freeze_tolerance):
