@@ -228,10 +228,15 @@ def test_two_masters_the_one_with_fewer_guests_yields():
     decision = decide(CFG, state, o)
     assert any(isinstance(a, XapiCall) and a.method == "pool.emergency_reset_master"
                for a in decision.actions)
+    assert not decision.acting_master
     o = o._replace(guests=GuestList(("a", "b", "c")), peer_guests=2)
     decision = decide(CFG, state, o)
     assert not any(isinstance(a, XapiCall) and a.method == "pool.emergency_reset_master"
                    for a in decision.actions)
+    assert decision.acting_master
+    # R007: until the guests on both are counted, neither master acts as one.
+    decision = decide(CFG, state, o._replace(peer_guests=None))
+    assert decision.mode is Mode.NORMAL and not decision.acting_master
 
 
 def test_ha_disabled_disarms_and_does_nothing():

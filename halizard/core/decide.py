@@ -272,7 +272,8 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
     acting = s.role is not None and _acts_as_master(s.role.is_master, step.mode) and (
-        step.mode is not Mode.SURVIVOR or _holds_master_role(config, s, f.silence))
+        step.mode is not Mode.SURVIVOR or _holds_master_role(config, s, f.silence)) and (
+        not _peer_claims_master(s) or _keeps_master_role(s) is True)
     return Decision(
         obs.now,  # at
         obs.wall,
@@ -469,25 +470,44 @@ def _rejoin(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
                   % (role.master_address, c.obs.view_error or "not asked")), s
 
 
-def _two_masters(c: _Cycle, s: DaemonState) -> str:
-    """Both xapis act as pool master (a self-fenced master came back, or a partition healed).
+def _peer_claims_master(s: DaemonState) -> bool:
+    """The peer's xapi answered as master, or its beacon says it is one."""
+    return s.peer_role == "master" or peer_says_master(s)
+
+
+def _keeps_master_role(s: DaemonState) -> Optional[bool]:
+    """With two pool masters, whether this one keeps the role: True, False (it yields), or None
+    while the guests on both are not yet counted.
 
     Both hosts apply the same rule, so exactly one yields: the master running fewer guests
     yields; on a tie, the higher host UUID yields. A self-fenced host has no guests, so it is
-    the one that yields to the host that took over. Yielding is pool.emergency_reset_master:
-    xapi then rejoins as slave and kills any duplicate domain (xenapi.md 4.5)."""
+    the one that yields to the host that took over."""
     peer = _peer_host(s)
     mine = len(s.guests) if s.guests is not None else None
     theirs = s.peer_guests
     if peer is None or mine is None or theirs is None:
+        return None
+    return not (mine < theirs or (mine == theirs and (s.local_uuid or "") > peer.uuid))
+
+
+def _two_masters(c: _Cycle, s: DaemonState) -> str:
+    """Both xapis act as pool master (a self-fenced master came back, or a partition healed).
+    Until the rule has decided, neither acts as master (regression R007). Yielding is
+    pool.emergency_reset_master: xapi then rejoins as slave and kills any duplicate domain
+    (xenapi.md 4.5)."""
+    keeps = _keeps_master_role(s)
+    peer = _peer_host(s)
+    if keeps is None or peer is None:
         return "two pool masters; counting guests on both before resolving"
-    if mine < theirs or (mine == theirs and (s.local_uuid or "") > peer.uuid):
+    mine, theirs = len(s.guests or ()), s.peer_guests or 0
+    if not keeps:
         if _may_request(s.yield_requested_at, c.now):
             c.xapi(Intent("yield"), "pool.emergency_reset_master", c.config.peer_addresses[0],
                    session=LOCAL_SESSION)
         return "two pool masters: yielding to %s (%d guests here, %d there)" % (
             peer.name, mine, theirs)
-    return "two pool masters: %s must yield (%d guests here, %d there)" % (peer.name, mine, theirs)
+    return "two pool masters: %s must yield (%d guests here, %d there)" % (
+        peer.name, mine, theirs)
 
 
 def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
@@ -527,7 +547,7 @@ def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     if s.view is None:
         return c.step(Mode.NORMAL, "peer visible; pool database not readable (%s)"
                       % (c.obs.view_error or "no answer")), s
-    if s.peer_role == "master" or peer_says_master(s):
+    if _peer_claims_master(s):
         return c.step(Mode.NORMAL, _two_masters(c, s)), s
     note = _master_duties(c, s, peer_healthy=True)
     return c.step(Mode.NORMAL, "peer visible; " + note), s
