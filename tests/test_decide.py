@@ -358,3 +358,11 @@ def test_a_stall_longer_than_the_lease_restarts_the_silence_clock():
     decision, state = settle(CFG, state, obs(14.0, probe(14.0, peer=False), pool=pool))
     assert decision.mode is Mode.SURVIVOR
     assert decision.state.silence_floor < 9.95
+
+
+def test_a_self_fenced_host_asked_to_stop_exits_at_once_and_acts_as_nothing():
+    """R008: the self-fence gave the master role up; a pending hand-over is moot."""
+    state = evolve(healthy(), mode=Mode.SELF_FENCED, handover_requested_at=5.0)
+    decision = decide(CFG, state, obs(11.0, probe(11.0), guests=(), stop=True))
+    assert decision.mode is Mode.STOPPING and decision.exit
+    assert not decision.acting_master

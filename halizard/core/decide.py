@@ -271,9 +271,7 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
-    acting = s.role is not None and _acts_as_master(s.role.is_master, step.mode) and (
-        step.mode is not Mode.SURVIVOR or _holds_master_role(config, s, f.silence)) and (
-        not _peer_claims_master(s) or _keeps_master_role(s) is True)
+    exiting = step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs)
     return Decision(
         obs.now,  # at
         obs.wall,
@@ -282,11 +280,23 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         actions,
         intents,
         s,  # state
-        acting,  # acting_master
+        not exiting and _acting_master(config, s, f, step.mode),  # acting_master
         s.peer_dead,
-        step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs),  # exit
+        exiting,  # exit
         _next_cycle(config, s, f, step.mode, obs),  # next_cycle
     )
+
+
+def _acting_master(config: Config, s: DaemonState, f: Facts, mode: Mode) -> bool:
+    """Whether this host acts as pool master after this decision (invariant I2: at most one
+    does). Its xapi must be master, its mode one in which a master acts, and its lease held;
+    a master that lost its peer must still hold the role (R004, R008); and while the peer
+    claims the role too, only the master the two-masters rule keeps acts (R007)."""
+    if s.role is None or not f.lease_held or not _acts_as_master(s.role.is_master, mode):
+        return False
+    if mode in (Mode.SURVIVOR, Mode.STOPPING) and not _holds_master_role(config, s, f.silence):
+        return False
+    return not _peer_claims_master(s) or _keeps_master_role(s) is True
 
 
 def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Observation) -> float:
@@ -354,7 +364,7 @@ def _holds_master_role(config: Config, s: DaemonState, silence: float) -> bool:
     after the last evidence of the peer, as after a self-fence) is no better placed than a
     slave: the peer may have promoted itself meanwhile and still hold its lease. It resumes
     under the slave's promotion rule (regression R004)."""
-    if s.peer_upper is not None and s.silence_floor <= s.peer_upper:
+    if s.peer_upper is not None and s.silence_floor < s.peer_upper:
         return True
     return _may_claim_master(config, s, silence)
 
@@ -431,6 +441,11 @@ def _self_fence(c: _Cycle, s: DaemonState, why: str) -> Tuple[Step, DaemonState]
 
 def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     role = c.obs.role
+    if s.mode is Mode.SELF_FENCED:
+        # It gave the master role up with its self-fence (regression R008): nothing to hand
+        # over, nothing to wait for.
+        return c.step(Mode.STOPPING, "planned shutdown after a self-fence: exiting"), evolve(
+            s, handover_requested_at=None)
     peer = _peer_host(s)
     if (_acts_as_master(role.is_master, s.mode) and s.handover_requested_at is None
             and c.f.peer_visible and s.view is not None and peer is not None
