@@ -8,6 +8,7 @@ from halizard.core.pool import HostView, PoolView, VmView, settings_of
 from halizard.core.state import (
     IllegalTransition,
     Mode,
+    Task,
     check_transition,
     evolve,
     initial_state,
@@ -366,3 +367,29 @@ def test_a_self_fenced_host_asked_to_stop_exits_at_once_and_acts_as_nothing():
     decision = decide(CFG, state, obs(11.0, probe(11.0), guests=(), stop=True))
     assert decision.mode is Mode.STOPPING and decision.exit
     assert not decision.acting_master
+
+
+def test_a_start_under_way_keeps_the_watchdog_armed_through_a_self_fence():
+    """R009: a start this master issued to itself may finish after the self-fence. The watchdog
+    stays armed (and unfed) until xapi says how the start ended, and a guest that appears after
+    the self-fence is destroyed at once."""
+    pool = view([vm("vm-a", PEER, state="Halted"), vm("vm-b", ME)])
+    state = healthy(pool=pool)
+    assert state.watchdog_armed
+    task = Task("OpaqueRef:task-start", "start", "uuid-vm-a", ME, GiB, 10.0)
+    state = evolve(state, tasks=(task,))
+    t = 10.0
+    while state.mode is not Mode.ISOLATED:
+        t += 1.0
+        decision, state = settle(CFG, state, obs(t, probe(t, peer=False, gw=False), pool=pool))
+    assert state.tasks == (task,)
+    t += 1.0
+    decision, state = settle(CFG, state, obs(t, probe(t, peer=False, gw=False), pool=pool,
+                                             guests=()))
+    assert decision.mode is Mode.SELF_FENCED
+    assert not any(isinstance(a, WatchdogControl) for a in decision.actions)  # no feed, no disarm
+    t += 1.0
+    decision, state = settle(CFG, state, obs(t, probe(t, peer=False, gw=False), pool=pool,
+                                             guests=("uuid-vm-a",)))
+    assert decision.mode is Mode.ISOLATED
+    assert any(isinstance(a, DestroyGuests) for a in decision.actions)

@@ -388,13 +388,18 @@ def _ladder(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         else:
             why = "no contact with peer or gateway for %s (lease_timeout %s)" % (
                 _fmt(f.since_contact), _fmt(config.lease_timeout))
-        return _self_fence(c, _forget_work(s), "isolated: " + why)
+        # Starts under way on this host are not forgotten: until xapi says how they ended,
+        # a guest may appear here at any moment, and the watchdog must stay armed (R009).
+        return _self_fence(c, evolve(_forget_work(s), tasks=_arriving(s)), "isolated: " + why)
     if c.obs.stop_requested:
         return _stopping(c, s)
     if not ha_on:
         why = ("XenServer's own HA is enabled: halizard stands down" if s.settings.native_ha
                else "HA is disabled for the pool")
         return c.step(Mode.DISABLED, why), _forget_work(s)
+    if s.mode is Mode.SELF_FENCED and s.guests and not f.lease_held:
+        # A start that was under way when the lease expired has finished after the self-fence.
+        return _self_fence(c, s, "a guest domain appeared after the self-fence")
     if s.mode is Mode.SELF_FENCED:
         if f.peer_visible:
             return c.step(Mode.REJOINING, "peer visible again after the self-fence; finding the "
@@ -417,6 +422,13 @@ def _ladder(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     if f.peer_visible:
         return _normal(c, s)
     return _survivor(c, s)
+
+
+def _arriving(s: DaemonState) -> Tuple[Task, ...]:
+    """Starts and migrations to this host that xapi has not reported finished: each may put a
+    guest here at any moment."""
+    return tuple(t for t in s.tasks if t.kind in ("start", "migrate")
+                 and t.host is not None and t.host == s.local_uuid)
 
 
 def _forget_work(s: DaemonState) -> DaemonState:
@@ -738,7 +750,7 @@ def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode
     Feeding is what keeps guests alive on this host: it is refused (valid_until) as soon as the
     lease has expired, even if the daemon stalled between deciding and feeding."""
     ha_on = s.settings.ha_active
-    guests_present = s.guests is None or len(s.guests) > 0
+    guests_present = s.guests is None or len(s.guests) > 0 or bool(_arriving(s))
     timeout = int(config.watchdog_timeout)
     if not ha_on or (mode is Mode.STOPPING and f.lease_held) or (
             not guests_present and mode is not Mode.ISOLATED):

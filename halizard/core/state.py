@@ -37,7 +37,9 @@ class Mode(Enum):
 # Every allowed transition. Staying in a mode is always allowed. Note what is missing: nothing
 # leaves `isolated` except `self-fenced` (a self-fence, once started, is finished), and a
 # self-fenced host never goes straight back to `normal`: it first finds out who is master
-# (`rejoining`), or, seeing only the gateway, waits like any survivor. `normal -> takeover` and
+# (`rejoining`), or, seeing only the gateway, waits like any survivor.
+# `self-fenced -> isolated` fences again when a guest appears after the self-fence (a start that
+# was under way when the lease expired, R009). `normal -> takeover` and
 # `maintenance -> takeover` skip the survivor cycles in between: a daemon stalled for less than
 # its lease (a longer stall restarts the silence clock, R006) can find, at its next decision, a
 # peer silent for takeover_delay when peer_timeout + lease_timeout exceed it.
@@ -51,8 +53,8 @@ TRANSITIONS: Dict[Mode, FrozenSet[Mode]] = {
     Mode.TAKEOVER: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE,
                               Mode.DISABLED, Mode.STOPPING}),
     Mode.ISOLATED: frozenset({Mode.SELF_FENCED}),
-    Mode.SELF_FENCED: frozenset({Mode.REJOINING, Mode.SURVIVOR, Mode.TAKEOVER, Mode.DISABLED,
-                                 Mode.STOPPING}),
+    Mode.SELF_FENCED: frozenset({Mode.REJOINING, Mode.SURVIVOR, Mode.TAKEOVER, Mode.ISOLATED,
+                                 Mode.DISABLED, Mode.STOPPING}),
     Mode.REJOINING: frozenset({Mode.NORMAL, Mode.SELF_FENCED, Mode.ISOLATED, Mode.MAINTENANCE,
                                Mode.DISABLED, Mode.STOPPING}),
     Mode.MAINTENANCE: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.TAKEOVER, Mode.ISOLATED,
