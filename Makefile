@@ -16,7 +16,7 @@ REPORT ?= build/report
 SEEDS ?= 20
 DEBIAN_PACKAGES :=
 
-.PHONY: all demo test lint typecheck unit matrix test36 bench clean debian-packages
+.PHONY: all demo test lint typecheck unit matrix test36 bench explore clean debian-packages
 
 all: test
 
@@ -63,6 +63,13 @@ test: lint typecheck unit test36
 
 bench: $(VENV)/.stamp
 	$(PY) -m simulations.bench
+
+# Fresh random fault schedules (the test suite replays fixed ones). A failure prints the
+# schedule as a scenario file and its seed: make it a regression (simulations/regressions/).
+EXAMPLES ?= 2000
+explore: $(VENV)/.stamp
+	HALIZARD_EXPLORE=1 HALIZARD_PROPERTY_EXAMPLES=$(EXAMPLES) $(PY) -m pytest -q -x \
+	  -p no:cacheprovider tests/test_properties.py
 
 clean:
 	rm -rf $(VENV) $(VENV36) build .pytest_cache .mypy_cache .ruff_cache

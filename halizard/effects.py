@@ -237,6 +237,18 @@ CONNECTION_REFUSED = "CONNECTION_REFUSED"
 UNREACHABLE = "UNREACHABLE"
 
 
+# xapi methods that act on the pool: only the acting master issues them (invariant I4).
+POOL_ACTIONS = frozenset({
+    "VM.start", "VM.start_on", "VM.hard_shutdown", "VM.power_state_reset", "VM.pool_migrate",
+    "host.declare_dead", "host.disable", "host.enable", "pool.designate_new_master",
+    "pool.sync_database",
+})
+
+
+def pool_action(method: str) -> bool:
+    return (method[6:] if method.startswith("Async.") else method) in POOL_ACTIONS
+
+
 def is_stale(effect: Any, monotonic_now: float) -> bool:
     """True when ``effect`` must be refused because its decision is out of date.
 

@@ -22,21 +22,9 @@ STOP_PATIENCE = 90 * NS  # systemd's TimeoutStopSec for the daemon
 USERNAME = "root"
 PASSWORD = "halizard-sim"
 
-# xapi methods that act on the pool (invariant I4: only an acting master may issue them).
-POOL_ACTIONS = frozenset({
-    "VM.start", "VM.start_on", "VM.hard_shutdown", "VM.power_state_reset", "VM.pool_migrate",
-    "host.declare_dead", "host.disable", "host.enable", "pool.designate_new_master",
-    "pool.sync_database",
-})
-
-
 Slot = Callable[[Any], None]
 # Effects that may carry a deadline (an XapiCall without one is a read).
 ACTIONS = frozenset({fx.XapiCall, fx.DestroyGuests, fx.WatchdogControl, fx.StartFence})
-
-
-def pool_action(method: str) -> bool:
-    return (method[6:] if method.startswith("Async.") else method) in POOL_ACTIONS
 
 
 class _Join:

@@ -23,7 +23,7 @@ from halizard.core.config import Config
 from halizard.core.evidence import gateway_policy_satisfied
 from halizard.core.state import Mode
 from halizard.core.timing import TimingBounds
-from simulations.executor import SimDaemon, pool_action
+from simulations.executor import SimDaemon
 from simulations.world.scheduler import NS, seconds
 from simulations.world.world import World
 
@@ -173,7 +173,7 @@ class Checker:
         if valid_until is not None and monotonic > valid_until:
             self.violate("I5", host, "%s performed after its deadline" % type(effect).__name__)
         kind = type(effect)
-        if kind is fx.XapiCall and pool_action(effect.method):
+        if kind is fx.XapiCall and fx.pool_action(effect.method):
             if self.world.xapi.role(host) != "master" or decision is None or not decision.acting_master:
                 self.violate("I4", host, "%s issued by a host that is not the acting master"
                              % effect.method)

@@ -173,9 +173,16 @@ def test_master_survivor_takes_over_after_takeover_delay():
         assert t - 9.95 < CFG.takeover_delay, calls
     assert t - 9.95 >= CFG.takeover_delay
     assert decision.mode is Mode.TAKEOVER and decision.peer_dead
-    # After xapi cleared the records, the VM is halted and restarted here.
+    # Nothing starts while xapi is still clearing the records (R010) ...
     cleared = view([vm("vm-a", ME), vm("vm-b", None, state="Halted")])
     decision, state = settle(CFG, state, obs(t + 1, probe(t + 1, peer=False), pool=cleared))
+    assert not any(isinstance(a, XapiCall) and a.method == "Async.VM.start_on"
+                   for a in decision.actions)
+    # ... and once the declaration has succeeded, the halted VM is restarted here.
+    (task,) = state.tasks
+    done = ((task.ref, XapiResult(value={"status": "success"})),)
+    decision, state = settle(CFG, state, obs(t + 2, probe(t + 2, peer=False), pool=cleared)
+                             ._replace(tasks=done))
     starts = [a for a in decision.actions if isinstance(a, XapiCall) and a.method == "Async.VM.start_on"]
     assert [s.args[:2] for s in starts] == [("OpaqueRef:vm-b", "OpaqueRef:h1")]
 

@@ -16,6 +16,13 @@ from halizard.core.timing import bounds
 from simulations.runner import BUILTIN_CONFIG, Simulation
 from simulations.scenario import dump_scenario, parse_scenario
 
+# `make test` replays the same examples every time (derandomized); `make explore` draws fresh
+# ones (HALIZARD_EXPLORE=1) and as many as HALIZARD_PROPERTY_EXAMPLES says.
+EXAMPLES = int(os.environ.get("HALIZARD_PROPERTY_EXAMPLES", "60"))
+EXPLORE = os.environ.get("HALIZARD_EXPLORE") == "1"
+PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=not EXPLORE, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
 CONFIG_TABLE = dict(BUILTIN_CONFIG, fence_agent="fence_ipmilan")
 CONFIG = load_config(CONFIG_TABLE).config
 B = bounds(CONFIG)
@@ -77,8 +84,7 @@ def schedules(draw):
     }, draw(st.integers(0, 2 ** 16))
 
 
-@settings(max_examples=int(os.environ.get("HALIZARD_PROPERTY_EXAMPLES", "60")), deadline=None,
-          derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@PROPERTY
 @given(schedules())
 def test_safety_holds_for_any_schedule(case):
     data, seed = case
@@ -116,8 +122,7 @@ def gateway_only_schedules(draw):
 DEFAULT = load_config(BUILTIN_CONFIG).config
 
 
-@settings(max_examples=int(os.environ.get("HALIZARD_PROPERTY_EXAMPLES", "60")), deadline=None,
-          derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@PROPERTY
 @given(gateway_only_schedules())
 def test_safety_holds_without_a_fence_agent(case):
     data, seed = case

@@ -47,6 +47,7 @@ from halizard.effects import (
     WatchdogResult,
     XapiCall,
     XapiResult,
+    pool_action,
 )
 
 HANDOVER_PATIENCE = 60.0  # seconds a requested hand-over, promotion or yield may take
@@ -272,6 +273,10 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
     exiting = step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs)
+    acting = not exiting and _acting_master(config, s, f, step.mode)
+    # I4, checked where it is decided: only the acting master acts on the pool.
+    assert acting or not any(isinstance(a, XapiCall) and pool_action(a.method)
+                             for a in step.actions), step.reason
     return Decision(
         obs.now,  # at
         obs.wall,
@@ -280,7 +285,7 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         actions,
         intents,
         s,  # state
-        not exiting and _acting_master(config, s, f, step.mode),  # acting_master
+        acting,  # acting_master
         s.peer_dead,
         exiting,  # exit
         _next_cycle(config, s, f, step.mode, obs),  # next_cycle
@@ -459,7 +464,8 @@ def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         return c.step(Mode.STOPPING, "planned shutdown after a self-fence: exiting"), evolve(
             s, handover_requested_at=None)
     peer = _peer_host(s)
-    if (_acts_as_master(role.is_master, s.mode) and s.handover_requested_at is None
+    if (_acts_as_master(role.is_master, s.mode) and _acting_master(c.config, s, c.f, Mode.STOPPING)
+            and s.handover_requested_at is None
             and c.f.peer_visible and s.view is not None and peer is not None
             and _host_healthy(s, peer)):
         c.xapi(Intent("handover"), "pool.designate_new_master", peer.ref)
@@ -677,6 +683,11 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     if not (s.tasks or s.attempts or s.needs_sync or s.reenable or s.settings.maintenance) and \
             not any(map(wants_start, view.vms)):
         return "all protected VMs running"  # nothing to plan: the common steady state
+    if any(t.kind == "declare_dead" for t in s.tasks):
+        # Until xapi has cleared the peer's records, no VM record is stable: a VM started now
+        # (on the peer, back in the meantime) could be reset to Halted by the declaration as it
+        # completes, and then started a second time (regression R010).
+        return "waiting for xapi to finish clearing the peer's VM records"
     me = view.host(s.local_uuid)
     peer = _peer_host(s)
     notes: List[str] = []
