@@ -23,13 +23,18 @@ from typing import Any, Mapping, NamedTuple, Optional, Tuple, Union
 
 
 class ReadClock(NamedTuple):
-    """Read both clocks and whether a stop (planned shutdown, systemctl stop) was requested."""
+    """Read both clocks and whether the daemon is asked to stop."""
 
 
 class Now(NamedTuple):
+    """``stop_requested``: the daemon is asked to stop (systemctl stop, or the system going
+    down). ``shutting_down``: the whole system is going down (logind's PreparingForShutdown):
+    xapi is about to stop the guests, and the daemon guards them until they are gone."""
+
     monotonic: float
     wall: float
     stop_requested: bool = False
+    shutting_down: bool = False
 
 
 class Sleep(NamedTuple):

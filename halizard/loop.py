@@ -74,7 +74,8 @@ def cycle(config: Config, templates: ReadTemplates, state: DaemonState, begin: N
         # Probe again.
         begin = now
     obs = observe(plan, results, begin.monotonic, now.monotonic, now.wall,
-                  now.stop_requested or begin.stop_requested, role)
+                  now.stop_requested or begin.stop_requested, role,
+                  now.shutting_down or begin.shutting_down)
     decision = decide(config, state, obs)
     outcomes = yield Enact(decision)
     if outcomes:

@@ -66,6 +66,7 @@ class SimDaemon:
         self.stalled_until = 0
         self.held: Optional[Tuple[int, Any]] = None  # (generation, result) held back
         self.stop_requested = False
+        self.shutting_down = False  # the system is going down (logind), not only the daemon
         self.on_exit: Optional[Callable[[], None]] = None
         self.sessions: Dict[Tuple[str, str], str] = {}
         self.heard: List[Tuple[int, int, str]] = []  # (arrival ns, path, beacon) of requests
@@ -104,6 +105,7 @@ class SimDaemon:
         self.generation += 1
         self.alive = True
         self.stop_requested = False
+        self.shutting_down = False
         self.sessions = {}
         self.heard = []
         self.heard_since = self.host.clock.monotonic(self.sched.t)
@@ -150,6 +152,13 @@ class SimDaemon:
 
     def thawed(self) -> None:
         self._resume_if_due()
+
+    def system_shutdown(self) -> None:
+        """The system starts going down: the daemon learns it at once (logind's
+        PreparingForShutdown), long before systemd stops it."""
+        if self.alive:
+            self.stop_requested = True
+            self.shutting_down = True
 
     def request_stop(self, on_exit: Callable[[], None]) -> None:
         """Planned shutdown: systemd asks the daemon to stop, and kills it after STOP_PATIENCE."""
@@ -238,7 +247,7 @@ class SimDaemon:
     def _now(self) -> fx.Now:
         t = self.sched.t
         clock = self.host.clock
-        return fx.Now(clock.monotonic(t), clock.wall(t), self.stop_requested)
+        return fx.Now(clock.monotonic(t), clock.wall(t), self.stop_requested, self.shutting_down)
 
     def _read_pool_role(self, effect: fx.ReadPoolRole, generation: int, slot: Optional[Slot]
                         ) -> Tuple[bool, Any]:

@@ -219,19 +219,23 @@ class FaultInjector:
         return [names[index]] if index < len(names) else []
 
     def _shutdown(self, name: str) -> None:
-        """`systemctl poweroff` from the shell: systemd stops halizard (it may hand the master
-        role over first), then xapi shuts the guests down cleanly, then the power goes."""
+        """`systemctl poweroff` from the shell, in the order of a XenServer host: halizard learns
+        at once that the system is going down, hands the master role over and guards the
+        guests while xapi stops them cleanly; systemd then stops halizard (which has exited by
+        itself once no guest was left), then xapi, and the power goes."""
         world = self.world
         host = world.hosts[name]
         if host.power != "on":
             return
+        daemon = self.daemons[name]
+        daemon.system_shutdown()
 
-        def after_daemon() -> None:
-            if host.power != "on":
-                return
-            if world.xapi.xapi_state(name) in ("up", "emergency"):
-                world.xapi.begin_clean_shutdown(name, lambda: world.power_off(name, "shutdown"))
-            else:
+        def power_off() -> None:
+            if host.power == "on":
                 world.power_off(name, "shutdown")
 
-        self.daemons[name].request_stop(after_daemon)
+        if world.xapi.xapi_state(name) in ("up", "emergency"):
+            world.xapi.begin_clean_shutdown(name, power_off,
+                                            guests_stopped=lambda go_on: daemon.request_stop(go_on))
+        else:
+            daemon.request_stop(power_off)

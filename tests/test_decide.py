@@ -400,3 +400,23 @@ def test_a_start_under_way_keeps_the_watchdog_armed_through_a_self_fence():
                                              guests=("uuid-vm-a",)))
     assert decision.mode is Mode.ISOLATED
     assert any(isinstance(a, DestroyGuests) for a in decision.actions)
+
+
+def test_a_system_shutdown_guards_the_guests_until_xapi_has_stopped_them():
+    """R012: while the system goes down, the watchdog stays fed until no guest is left; a stop
+    of the daemon alone (systemctl stop) disarms and exits at once, as before."""
+    state = healthy(master=False)
+
+    def stopping(t, guests, shutting_down):
+        o = obs(t, probe(t), master=False, guests=guests, stop=True)
+        return decide(CFG, state, o._replace(shutting_down=shutting_down))
+
+    decision = stopping(11.0, ("uuid-vm-a",), True)
+    assert decision.mode is Mode.STOPPING and not decision.exit
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["feed"]
+    decision = stopping(11.0, (), True)
+    assert decision.exit
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["disarm"]
+    decision = stopping(11.0, ("uuid-vm-a",), False)
+    assert decision.exit
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["disarm"]

@@ -94,8 +94,8 @@ def test_feeding_the_watchdog_without_a_lease_is_caught(monkeypatch):
     assert not Simulation(s, 0, scenario_config(s)).run().violations
     original = decide_module._watchdog
 
-    def always_feed(config, s, f, mode):
-        actions, intents = original(config, s, f, mode)
+    def always_feed(config, s, f, mode, *rest):
+        actions, intents = original(config, s, f, mode, *rest)
         if s.watchdog_armed and not actions:
             return (WatchdogControl("feed", int(config.watchdog_timeout), 1e18),), \
                 decide_module.FEED

@@ -269,7 +269,7 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     if step.mode is not state.mode:
         check_transition(state.mode, step.mode)
         s = evolve(s, mode=step.mode, since=obs.now)
-    watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode)
+    watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode, obs.shutting_down)
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
     exiting = step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs)
@@ -375,6 +375,11 @@ def _holds_master_role(config: Config, s: DaemonState, silence: float) -> bool:
 
 
 def _stop_done(s: DaemonState, obs: Observation) -> bool:
+    """Whether the daemon may exit: the hand-over it asked for has taken effect (or never
+    will), and, when the whole system is going down, no guest is left here for it to guard
+    (regression R012: a host that hangs while xapi stops its guests must still be reset)."""
+    if obs.shutting_down and _guests_here(s):
+        return False
     if s.handover_requested_at is None:
         return True
     return not obs.role.is_master or obs.now - s.handover_requested_at > HANDOVER_PATIENCE
@@ -429,6 +434,11 @@ def _ladder(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     return _survivor(c, s)
 
 
+def _guests_here(s: DaemonState) -> bool:
+    """Guests run here, may (unknown), or may appear (a start under way)."""
+    return s.guests is None or len(s.guests) > 0 or bool(_arriving(s))
+
+
 def _arriving(s: DaemonState) -> Tuple[Task, ...]:
     """Starts and migrations to this host that xapi has not reported finished: each may put a
     guest here at any moment."""
@@ -474,6 +484,10 @@ def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     if s.handover_requested_at is not None and role.is_master and not _stop_done(s, c.obs):
         return c.step(Mode.STOPPING, "planned shutdown: waiting for %s to become master"
                       % (peer.name if peer else "the peer")), s
+    if c.obs.shutting_down and _guests_here(s):
+        count = "an unknown number of" if s.guests is None else str(len(s.guests))
+        return c.step(Mode.STOPPING, "system shutdown: guarding %s guests until xapi has "
+                      "stopped them" % count), s
     return c.step(Mode.STOPPING, "planned shutdown: watchdog disarmed, exiting"), s
 
 
@@ -754,17 +768,18 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     return "; ".join(notes) if notes else "all protected VMs running"
 
 
-def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode
+def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode, shutting_down: bool = False
               ) -> Tuple[Tuple[Any, ...], Tuple[Intent, ...]]:
     """Arm and feed only while the lease holds; disarm only when nothing needs protecting.
 
     Feeding is what keeps guests alive on this host: it is refused (valid_until) as soon as the
-    lease has expired, even if the daemon stalled between deciding and feeding."""
+    lease has expired, even if the daemon stalled between deciding and feeding. A daemon
+    stopped on its own (systemctl stop) disarms; while the system is going down it guards the
+    guests until xapi has stopped them, like any other cycle."""
     ha_on = s.settings.ha_active
-    guests_present = s.guests is None or len(s.guests) > 0 or bool(_arriving(s))
     timeout = int(config.watchdog_timeout)
-    if not ha_on or (mode is Mode.STOPPING and f.lease_held) or (
-            not guests_present and mode is not Mode.ISOLATED):
+    if not ha_on or (mode is Mode.STOPPING and f.lease_held and not shutting_down) or (
+            not _guests_here(s) and mode is not Mode.ISOLATED):
         if s.watchdog_armed:
             return (WatchdogControl("disarm", timeout, f.now + config.probe_interval),), DISARM
         return (), ()

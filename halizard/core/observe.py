@@ -71,6 +71,7 @@ class Observation(NamedTuple):
     peer_guests: Optional[int]
     tasks: Tuple[Tuple[str, XapiResult], ...]
     fence: Tuple[Any, ...]
+    shutting_down: bool = False  # the system is going down, not only the daemon (effects.Now)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def observe(
     wall: float,
     stop_requested: bool,
     role: PoolRole,
+    shutting_down: bool = False,
 ) -> Observation:
     probe = results[0]
     guests = results[1]
@@ -235,7 +237,7 @@ def observe(
     tasks = tuple((ref, results[i]) for ref, i in plan.tasks_at) if plan.tasks_at else ()
     fence = tuple(results[plan.fence_at]) if plan.fence_at is not None else ()
     return Observation(cycle_start, now, wall, stop_requested, role, probe, guests, view,
-                       settings, view_error, peer_role, peer_guests, tasks, fence)
+                       settings, view_error, peer_role, peer_guests, tasks, fence, shutting_down)
 
 
 def count_own_guests(pools: Any, vms: Any) -> Optional[int]:

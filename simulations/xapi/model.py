@@ -1613,23 +1613,34 @@ class XapiPool:
         x.boot_time = self.clock.now()
         self._at(x, self.params.xapi_start, self._start_xapi, x)
 
-    def begin_clean_shutdown(self, host: str, done: Callable[[], None]) -> None:
+    def begin_clean_shutdown(self, host: str, done: Callable[[], None],
+                             guests_stopped: Optional[Callable[[Callable[[], None]], None]] = None
+                             ) -> None:
         """An orderly OS shutdown: disable, stop the guests cleanly in parallel, send the
-        "shutting down" heartbeat (the master marks the host dead at once), stop xapi."""
+        "shutting down" heartbeat (the master marks the host dead at once), stop xapi.
+        ``guests_stopped``, if given, is called once the guests are stopped, with the function
+        that goes on (the caller may first wait for services ordered before xapi to stop)."""
         x = self._xapis[host]
         db = self._db_of(x)
         if db is not None:
             self._set_enabled(db, x, False)
         guests = sorted(self.fabric.domains(host))
         remaining = [len(guests)]
+
+        def stopped() -> None:
+            if guests_stopped is None:
+                self._shutdown_heartbeat(x, done)
+            else:
+                guests_stopped(lambda: self._shutdown_heartbeat(x, done))
+
         if not guests:
-            self._at_power(x, 0, self._shutdown_heartbeat, x, done)
+            self._at_power(x, 0, stopped)
         for uuid in guests:
             self._at_power(x, self._draw(self._ops, self.params.clean_shutdown_latency),
-                           self._guest_stopped, x, uuid, remaining, done)
+                           self._guest_stopped, x, uuid, remaining, stopped)
 
     def _guest_stopped(self, x: _Xapi, uuid: str, remaining: List[int],
-                       done: Callable[[], None]) -> None:
+                       stopped: Callable[[], None]) -> None:
         if self._has_domain(x, uuid):
             self.fabric.destroy_domain(x.name, uuid)
         db = self._db_of(x)
@@ -1638,7 +1649,7 @@ class XapiPool:
             self._set_halted(db, ref)
         remaining[0] -= 1
         if remaining[0] == 0:
-            self._shutdown_heartbeat(x, done)
+            stopped()
 
     def _shutdown_heartbeat(self, x: _Xapi, done: Callable[[], None]) -> None:
         if x.state == "up":
