@@ -468,6 +468,8 @@ def _self_fence(c: _Cycle, s: DaemonState, why: str) -> Tuple[Step, DaemonState]
 
 def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     role = c.obs.role
+    if c.f.peer_visible:
+        s = _peer_alive_again(s)  # (R013: a stopping survivor must not go on believing it dead)
     if s.mode is Mode.SELF_FENCED:
         # It gave the master role up with its self-fence (regression R008): nothing to hand
         # over, nothing to wait for.
@@ -575,15 +577,24 @@ def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
                   % ("unknown" if guests < 0 else guests)), s
 
 
-def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
-    # The peer is back: whatever a takeover, fence or hand-over had under way is over.
+def _peer_alive_again(s: DaemonState) -> DaemonState:
+    """The peer is visible: it is not dead, and whatever a takeover or fence had under way for
+    its death is over."""
     if (s.peer_dead or s.fence_job is not None or s.fence_action is not None
             or s.fence_confirmed_at is not None or s.fence_failures or s.declared_dead_at is not None
-            or s.promote_requested_at is not None or s.handover_requested_at is not None
-            or (s.yield_requested_at is not None and not c.obs.role.is_master)):
+            or s.promote_requested_at is not None):
         s = evolve(s, peer_dead=False, peer_dead_reason="", fence_job=None, fence_action=None,
                    fence_confirmed_at=None, fence_failures=0, declared_dead_at=None,
-                   promote_requested_at=None, handover_requested_at=None,
+                   promote_requested_at=None)
+    return s
+
+
+def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
+    # The peer is back: whatever a takeover, fence or hand-over had under way is over.
+    s = _peer_alive_again(s)
+    if s.handover_requested_at is not None or (
+            s.yield_requested_at is not None and not c.obs.role.is_master):
+        s = evolve(s, handover_requested_at=None,
                    yield_requested_at=s.yield_requested_at if c.obs.role.is_master else None)
     role = c.obs.role
     if not role.is_master:

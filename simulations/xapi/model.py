@@ -1649,6 +1649,15 @@ class XapiPool:
             self._set_halted(db, ref)
         remaining[0] -= 1
         if remaining[0] == 0:
+            # A start that was under way when the shutdown began may have finished since (the
+            # host is disabled: nothing new can start). Stop those too before going on.
+            late = sorted(self.fabric.domains(x.name))
+            if late:
+                remaining[0] = len(late)
+                for late_uuid in late:
+                    self._at_power(x, self._draw(self._ops, self.params.clean_shutdown_latency),
+                                   self._guest_stopped, x, late_uuid, remaining, stopped)
+                return
             stopped()
 
     def _shutdown_heartbeat(self, x: _Xapi, done: Callable[[], None]) -> None:
