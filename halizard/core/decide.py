@@ -250,7 +250,10 @@ def absorb_results(
 def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     s = absorb_observation(config, state, obs)
     f = facts(config, s, obs.now)
-    if not f.peer_visible and (s.peer_role is not None or s.peer_beacon is not None):
+    if f.peer_visible:
+        # A peer in sight is not dead, whatever this host concluded while it was not (R013).
+        s = _peer_alive_again(s)
+    elif s.peer_role is not None or s.peer_beacon is not None:
         # What the peer said about itself is stale once it is out of sight: a host coming
         # back must decide on what the peer says now (the cause of I2 in R003).
         s = evolve(s, peer_role=None, peer_role_at=None, peer_guests=None, peer_beacon=None)
@@ -468,8 +471,6 @@ def _self_fence(c: _Cycle, s: DaemonState, why: str) -> Tuple[Step, DaemonState]
 
 def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     role = c.obs.role
-    if c.f.peer_visible:
-        s = _peer_alive_again(s)  # (R013: a stopping survivor must not go on believing it dead)
     if s.mode is Mode.SELF_FENCED:
         # It gave the master role up with its self-fence (regression R008): nothing to hand
         # over, nothing to wait for.
@@ -590,8 +591,8 @@ def _peer_alive_again(s: DaemonState) -> DaemonState:
 
 
 def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
-    # The peer is back: whatever a takeover, fence or hand-over had under way is over.
-    s = _peer_alive_again(s)
+    # The peer is back (decide() has cleared what its death had set under way): a hand-over or
+    # a yield is over too.
     if s.handover_requested_at is not None or (
             s.yield_requested_at is not None and not c.obs.role.is_master):
         s = evolve(s, handover_requested_at=None,
