@@ -47,7 +47,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from simulations.matrix import BUILTIN_DIR, run_matrix, table, to_json
+    from simulations.matrix import BUILTIN_MATRIX, run_matrix, table, to_json
     from simulations.runner import scenario_config
     from simulations.scenario import ScenarioError, find_scenarios, load_scenario
 
@@ -56,7 +56,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.config:
         base = _load_table(args.config)
         base_source = args.config
-    paths = find_scenarios(args.paths or [BUILTIN_DIR])
+    paths = find_scenarios(args.paths or list(BUILTIN_MATRIX))
     if not paths:
         print("no scenario files found in %s" % ", ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE

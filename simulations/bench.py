@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, List, Tuple
 
 from halizard.toml import loads
-from simulations.matrix import BUILTIN_DIR, percentile, run_matrix
+from simulations.matrix import BUILTIN_DIR, BUILTIN_MATRIX, percentile, run_matrix
 from simulations.runner import RunResult, run_scenario
 from simulations.scenario import find_scenarios, load_scenario, parse_scenario
 
@@ -85,7 +85,7 @@ def speed(runs: int) -> Dict[str, Any]:
     median = statistics.median(walls) * 1000.0
     print("quiet 10 min, one core: median %.1f ms, min %.1f ms over %d runs (%.0fx real time)"
           % (median, min(walls) * 1000.0, runs, 600.0 / statistics.median(walls)))
-    scenarios = [load_scenario(p) for p in find_scenarios([BUILTIN_DIR])]
+    scenarios = [load_scenario(p) for p in find_scenarios(list(BUILTIN_MATRIX))]
     summaries, wall = run_matrix(scenarios, seeds=20)
     total = sum(len(s.runs) for s in summaries)
     failed = sum(1 for s in summaries if not s.passed)

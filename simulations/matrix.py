@@ -14,6 +14,8 @@ from simulations.scenario import Scenario
 DEFAULT_SEEDS = 20
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios")
 REGRESSIONS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "regressions")
+# What `halizard simulate` runs with no files: the named scenarios and every saved regression.
+BUILTIN_MATRIX = (BUILTIN_DIR, REGRESSIONS_DIR)
 
 
 @dataclass
