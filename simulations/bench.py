@@ -21,14 +21,18 @@ from simulations.matrix import BUILTIN_DIR, BUILTIN_MATRIX, percentile, run_matr
 from simulations.runner import RunResult, run_scenario
 from simulations.scenario import find_scenarios, load_scenario, parse_scenario
 
-QUIET = """
-id = "bench-quiet"
-title = "Two hosts, two VMs, nothing happens for ten minutes"
+POOL = """
 [cluster]
 hosts = ["xs1", "xs2"]
 master = "xs1"
 vms = [ { name = "vm-a", host = "xs1", restart = "restart" },
         { name = "vm-b", host = "xs2", restart = "restart" } ]
+"""
+
+QUIET = """
+id = "bench-quiet"
+title = "Two hosts, two VMs, nothing happens for ten minutes"
+""" + POOL + """
 [sweep]
 duration = "10m"
 [expect]
@@ -39,11 +43,7 @@ fenced = []
 LOSSY = """
 id = "bench-loss"
 title = "30% loss and 500 ms jitter on the heartbeat path, all day"
-[cluster]
-hosts = ["xs1", "xs2"]
-master = "xs1"
-vms = [ { name = "vm-a", host = "xs1", restart = "restart" },
-        { name = "vm-b", host = "xs2", restart = "restart" } ]
+""" + POOL + """
 [sweep]
 duration = "1d"
 [[fault]]

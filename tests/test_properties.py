@@ -87,11 +87,16 @@ def schedules(draw):
 @PROPERTY
 @given(schedules())
 def test_safety_holds_for_any_schedule(case):
+    _assert_safe(case, CONFIG)
+
+
+def _assert_safe(case, config):
+    """Run one generated schedule; a failure shows the schedule as a scenario file and the seed."""
     data, seed = case
     scenario = parse_scenario(data, "generated.toml")
     note(dump_scenario(scenario))
     note("seed %d" % seed)
-    result = Simulation(scenario, seed, CONFIG).run()
+    result = Simulation(scenario, seed, config).run()
     assert not result.violations, result.violations
 
 
@@ -125,9 +130,4 @@ DEFAULT = load_config(BUILTIN_CONFIG).config
 @PROPERTY
 @given(gateway_only_schedules())
 def test_safety_holds_without_a_fence_agent(case):
-    data, seed = case
-    scenario = parse_scenario(data, "generated.toml")
-    note(dump_scenario(scenario))
-    note("seed %d" % seed)
-    result = Simulation(scenario, seed, DEFAULT).run()
-    assert not result.violations, result.violations
+    _assert_safe(case, DEFAULT)
