@@ -6,7 +6,7 @@ is rejected when the scenario is read, never skipped.
 from typing import Callable, Dict, List, Optional, Tuple
 
 from halizard.core.pool import KEY_ENABLED, KEY_MAINTENANCE_PREFIX
-from simulations.executor import PASSWORD, USERNAME, SimDaemon
+from simulations.executor import SimDaemon
 from simulations.scenario import Fault
 from simulations.world.network import Link
 from simulations.world.scheduler import NS, ns
@@ -73,11 +73,15 @@ class Operator:
 
             xapi.call(host, "pool.get_all", [session], got_pools)
 
-        xapi.call(host, "session.login_with_password", [USERNAME, PASSWORD, "1.0", "operator"],
-                  logged_in)
+        xapi.call(host, "session.login_with_password",
+                  [xapi.username, xapi.password, "1.0", "operator"], logged_in)
 
 
 class FaultInjector:
+    """Applies a scenario's faults to a world. ``daemons`` are the simulated daemons; the
+    wire-level pool has none (the daemon under test runs outside it), and faults aimed at a
+    daemon are then only noted."""
+
     def __init__(self, world: World, daemons: Dict[str, SimDaemon], operator: Operator) -> None:
         self.world = world
         self.daemons = daemons
@@ -141,9 +145,11 @@ class FaultInjector:
         elif kind == "xapi.restart":
             world.xapi.xapi_restart(target, ns(fault.duration or 30.0))
         elif kind == "daemon.crash":
-            self.daemons[target].kill(restart=True)
+            if self._daemon(target, fault):
+                self.daemons[target].kill(restart=True)
         elif kind == "daemon.stall":
-            self.daemons[target].stall(ns(fault.duration or 0.0))
+            if self._daemon(target, fault):
+                self.daemons[target].stall(ns(fault.duration or 0.0))
         elif kind == "clock.jump":
             world.hosts[target].clock.jump(fault.param("by", 0.0))
         elif kind == "fence.unreachable":
@@ -167,7 +173,8 @@ class FaultInjector:
             world.power_on(target)
         elif kind == "host.freeze":
             world.thaw(target)
-            self.daemons[target].thawed()
+            if target in self.daemons:
+                self.daemons[target].thawed()
         elif kind == "nic.down":
             net.nic_down[target] -= 1
         elif kind == "link.down":
@@ -211,6 +218,12 @@ class FaultInjector:
             return []
         return net.host_links(a, b, index, both)
 
+    def _daemon(self, target: str, fault: Fault) -> bool:
+        if target in self.daemons:
+            return True
+        self.operator.log("%s: no simulated daemon on %s" % (fault.label(), target))
+        return False
+
     def _gateways(self, target: str) -> List[str]:
         names = self.world.network.gateway_names
         if target == "gw":
@@ -227,13 +240,19 @@ class FaultInjector:
         host = world.hosts[name]
         if host.power != "on":
             return
-        daemon = self.daemons[name]
-        daemon.system_shutdown()
+        daemon = self.daemons.get(name)
 
         def power_off() -> None:
             if host.power == "on":
                 world.power_off(name, "shutdown")
 
+        if daemon is None:  # the wire-level pool: no simulated daemon to wait for
+            if world.xapi.xapi_state(name) in ("up", "emergency"):
+                world.xapi.begin_clean_shutdown(name, power_off)
+            else:
+                power_off()
+            return
+        daemon.system_shutdown()
         if world.xapi.xapi_state(name) in ("up", "emergency"):
             world.xapi.begin_clean_shutdown(name, power_off,
                                             guests_stopped=lambda go_on: daemon.request_stop(go_on))

@@ -72,6 +72,7 @@ class World:
         self.last_contact: Dict[str, int] = {}  # host -> last packet from peer/gateway
         self.on_power_off: List[Callable[[str, str], None]] = []
         self.on_booted: List[Callable[[str], None]] = []
+        self.boot_time = BOOT_TIME  # power on -> booted, drawn uniformly (ns)
 
     # --- time ---------------------------------------------------------------------------------
 
@@ -164,7 +165,7 @@ class World:
             return
         host.power = "booting"
         self.notify("host_power", name, "booting", cause)
-        boot = self.streams("boot").uniform_ns(*BOOT_TIME)
+        boot = self.streams("boot").uniform_ns(*self.boot_time)
         self.scheduler.after(boot, self._booted, name, host.boots + 1)
 
     def _booted(self, name: str, boot_number: int) -> None:

@@ -1738,6 +1738,12 @@ class XapiPool:
             return "hung"
         return x.state
 
+    def xapi_identity(self, host: str) -> Tuple[int, int]:
+        """Changes whenever the host loses power or its xapi process is replaced: a
+        connection to the old process does not reach the new one."""
+        x = self._xapis[host]
+        return x.power_epoch, x.incarnation
+
     def accepts_writes(self, host: str) -> bool:
         x = self._xapis[host]
         return x.state == "up" and x.running_master and not x.hung

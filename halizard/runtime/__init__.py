@@ -1,0 +1,1 @@
+"""The real executor: what performs the decision core's effects on a real host."""
