@@ -390,3 +390,88 @@ def test_a_scenario_file_builds_its_pool():
     p = SimulatedPool.from_scenario(scenario)
     assert p.hosts == list(scenario.hosts) and p.master == scenario.master
     assert p.domains("xs1") == {p.vm_uuid(vm.name) for vm in scenario.vms if vm.host == "xs1"}
+
+
+# --- event.from ----------------------------------------------------------------------------------
+
+
+def event_from(s, classes, token, timeout):
+    return getattr(s.xenapi.event, "from")(classes, token, timeout)  # "from" is a keyword
+
+
+def test_events_from_the_beginning_are_one_add_per_object(pool):
+    s = login(pool)
+    reply = event_from(s, ["vm", "host"], "", 1.0)
+    adds = {(e["class"], e["ref"]) for e in reply["events"]}
+    assert all(e["operation"] == "add" and "snapshot" in e for e in reply["events"])
+    assert {("vm", r) for r in s.xenapi.VM.get_all()} | {
+        ("host", r) for r in s.xenapi.host.get_all()} == adds
+    assert reply["valid_ref_counts"]["vm"] == 6  # an int32: <i4> on the wire, not a string
+    assert isinstance(reply["valid_ref_counts"]["vm"], int)
+    generation, _ = reply["token"].split(",")
+    assert len(reply["token"]) == 41 and int(generation) > 0
+    assert s.xenapi.event.get_current_id() == str(int(generation))
+
+
+def test_events_since_a_token_are_coalesced_deltas(pool):
+    s = login(pool)
+    token = event_from(s, ["*"], "", 1.0)["token"]
+    began = pool.now()
+    quiet = event_from(s, ["vm"], token, 2.0)
+    assert quiet["events"] == [] and quiet["token"] >= token
+    assert pool.now() - began >= 2.0  # it waited the whole timeout
+    vm_a = vm_ref(s, "vm-a")
+    s.xenapi.VM.add_to_other_config(vm_a, "note", "one")
+    s.xenapi.VM.remove_from_other_config(vm_a, "note")
+    s.xenapi.VM.add_to_other_config(vm_a, "note", "two")
+    reply = event_from(s, ["VM"], quiet["token"], 5.0)
+    assert [(e["operation"], e["ref"]) for e in reply["events"]] == [("mod", vm_a)]
+    assert reply["events"][0]["snapshot"]["other_config"]["note"] == "two"
+
+
+def test_a_task_created_and_destroyed_since_the_token_leaves_nothing(pool):
+    s = login(pool)
+    older = s.xenapi.Async.pool.sync_database()
+    wait_task(s, older)
+    token = event_from(s, ["task"], "", 1.0)["token"]
+    newer = s.xenapi.Async.pool.sync_database()
+    wait_task(s, newer)
+    s.xenapi.task.destroy(newer)
+    s.xenapi.task.destroy(older)
+    reply = event_from(s, ["task"], token, 5.0)
+    assert [(e["operation"], e["ref"], "snapshot" in e) for e in reply["events"]] == [
+        ("del", older, False)]
+
+
+def test_a_waiting_event_from_returns_at_the_first_change(pool):
+    s, writer = login(pool), login(pool)
+    vm_b = vm_ref(s, "vm-b")
+    token = event_from(s, ["vm/%s" % vm_b], "", 1.0)["token"]
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(
+        event_from(s, ["vm/%s" % vm_b], token, 60.0)))  # 3 s of real time at SPEED
+    waiter.start()
+    writer.xenapi.VM.add_to_other_config(vm_ref(writer, "vm-a"), "k", "v")  # not subscribed
+    writer.xenapi.VM.add_to_other_config(vm_b, "k", "v")
+    waiter.join(2.5)
+    assert not waiter.is_alive(), "event.from did not return at the change"
+    assert [(e["operation"], e["ref"]) for e in result["events"]] == [("mod", vm_b)]
+
+
+def test_event_from_rejects_bad_tokens_and_subscriptions_and_ends_with_its_session(pool):
+    s = login(pool)
+    assert failure(event_from, s, ["vm"], "yesterday", 1.0) == [
+        "EVENT_FROM_TOKEN_PARSE_FAILURE", "yesterday"]
+    assert failure(event_from, s, ["vms"], "", 1.0) == [
+        "EVENT_SUBSCRIPTION_PARSE_FAILURE", "vms"]
+    assert event_from(s, ["sr"], "", 0.0)["events"] == []  # a class this model holds none of
+    ref = s._session
+    token = event_from(s, ["vm"], "", 1.0)["token"]
+    result = {}
+    waiter = threading.Thread(target=lambda: result.update(
+        reply=getattr(raw(pool, "xs1").event, "from")(ref, ["vm"], token, 60.0)))
+    waiter.start()
+    pool.wait_until(lambda: pool.model._xapis["xs1"].event_waits, 2.0, "the call waiting")
+    raw(pool, "xs1").session.logout(ref)
+    waiter.join(2.5)
+    assert result["reply"] == {"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", ref]}

@@ -108,7 +108,7 @@ class VmSpec:
 class _Table:
     """One class's records, with the read caches the simulator's polling relies on."""
 
-    __slots__ = ("cls", "records", "by_uuid", "_all", "_refs", "view")
+    __slots__ = ("cls", "records", "by_uuid", "_all", "_refs", "view", "stamps", "deleted")
 
     def __init__(self, cls: str) -> None:
         self.cls = cls
@@ -117,6 +117,10 @@ class _Table:
         self._all: Optional[Dict[str, Record]] = None
         self._refs: Optional[List[str]] = None
         self.view: Any = None  # a derived read model, dropped on any write
+        # for event.from: ref -> (generation created, generation last written), and the
+        # objects deleted: (ref, generation created, generation deleted)
+        self.stamps: Dict[str, Tuple[int, int]] = {}
+        self.deleted: List[Tuple[str, int, int]] = []
 
     def all_records(self) -> Dict[str, Record]:
         if self._all is None:
@@ -148,6 +152,8 @@ class _Table:
         table = _Table(self.cls)
         table.records = dict(self.records)
         table.by_uuid = dict(self.by_uuid)
+        table.stamps = dict(self.stamps)
+        table.deleted = list(self.deleted)
         return table
 
 
@@ -157,11 +163,13 @@ class _Db:
     ``lineage`` names the live database a copy descends from, so a push can tell "same data" from
     "same generation number of another master's data"."""
 
-    __slots__ = ("generation", "lineage", "pool", "host", "host_metrics", "vm", "task", "tables")
+    __slots__ = ("generation", "lineage", "pool", "host", "host_metrics", "vm", "task", "tables",
+                 "on_change")
 
     def __init__(self, lineage: int) -> None:
         self.generation = 0
         self.lineage = lineage
+        self.on_change: Optional[Callable[[], None]] = None  # event.from waiters, if any
         self.pool = _Table("pool")
         self.host = _Table("host")
         self.host_metrics = _Table("host_metrics")
@@ -175,6 +183,10 @@ class _Db:
     def put(self, table: _Table, ref: str, record: Record) -> None:
         table.put(ref, record)
         self.generation += 1
+        stamp = table.stamps.get(ref)
+        table.stamps[ref] = (self.generation if stamp is None else stamp[0], self.generation)
+        if self.on_change is not None:
+            self.on_change()
 
     def update(self, table: _Table, ref: str, **fields: Any) -> Record:
         record = dict(table.records[ref])
@@ -185,6 +197,11 @@ class _Db:
     def remove(self, table: _Table, ref: str) -> None:
         table.remove(ref)
         self.generation += 1
+        stamp = table.stamps.pop(ref, None)
+        if stamp is not None:
+            table.deleted.append((ref, stamp[0], self.generation))
+        if self.on_change is not None:
+            self.on_change()
 
     def pool_ref(self) -> str:
         return self.pool.refs()[0]
@@ -256,6 +273,7 @@ class _Xapi:
         self.timers_from = 0  # master: when its heartbeat timers started
         self.ignoring: Set[str] = set()  # master: hosts that said "shutting down"
         self.backlog: List[Tuple[str, str]] = []  # DB writes waiting for the master
+        self.event_waits: List[_EventWait] = []  # master: event.from calls waiting
         self.thaw_queue: List[Tuple[Optional[int], Callable[..., None], Tuple[Any, ...]]] = []
 
 
@@ -303,6 +321,19 @@ class _Ctx:
 
 
 Handler = Callable[[_Ctx, List[Any]], None]
+
+
+class _EventWait:
+    """An event.from call waiting on a master for a change it subscribed to."""
+
+    __slots__ = ("ctx", "subscriptions", "since", "done", "replying")
+
+    def __init__(self, ctx: _Ctx, subscriptions: Dict[str, Optional[Set[str]]], since: int) -> None:
+        self.ctx = ctx
+        self.subscriptions = subscriptions  # table class -> refs (None: every object)
+        self.since = since
+        self.done = False
+        self.replying = False
 
 LOGIN, LOCAL, DB = "login", "local", "db"
 
@@ -353,6 +384,84 @@ def _allowed_operations(record: Record) -> List[str]:
         PAUSED: ["hard_shutdown", "unpause", "power_state_reset"],
         SUSPENDED: ["resume", "resume_on", "hard_shutdown", "power_state_reset"],
     }.get(record["power_state"], [])
+
+
+# --- event.from ----------------------------------------------------------------------------------
+
+EVENT_CLASSES = ("pool", "host", "host_metrics", "VM", "task")
+_EVENT_TABLES = {cls.lower(): cls for cls in EVENT_CLASSES}
+# Classes xapi has events for that this model holds no records of: subscribing is valid, and
+# quiet.
+_QUIET_CLASSES = frozenset((
+    "sr", "pbd", "vdi", "vbd", "vif", "network", "pif", "bond", "vlan", "message", "console",
+    "vm_appliance", "vm_metrics", "vm_guest_metrics", "host_cpu", "pool_patch", "pool_update",
+    "secret", "sm", "blob", "crashdump", "gpu_group", "pgpu", "vgpu", "vtpm", "certificate",
+    "cluster", "cluster_host", "feature", "observer", "repository"))
+EVENT_BATCHING = 50 * MS
+
+
+def _subscriptions(classes: Any) -> Any:
+    """table class -> refs (None: all) for event.from's class list, or the entry that does not
+    parse (a string)."""
+    if not isinstance(classes, list):
+        return str(classes)
+    subscriptions: Dict[str, Optional[Set[str]]] = {}
+    for entry in classes:
+        if not isinstance(entry, str):
+            return str(entry)
+        name, _, ref = entry.partition("/")
+        name = name.lower()
+        if name == "*" and not ref:
+            return {cls: None for cls in EVENT_CLASSES}
+        if name in _QUIET_CLASSES:
+            continue
+        cls = _EVENT_TABLES.get(name)
+        if cls is None:
+            return entry
+        if ref:
+            refs = subscriptions.get(cls, set())
+            if refs is not None:
+                refs.add(ref)
+                subscriptions[cls] = refs
+        else:
+            subscriptions[cls] = None
+    return subscriptions
+
+
+def _parse_token(token: Any) -> Optional[int]:
+    """The database generation a token names ("" = from the beginning); None if it does not
+    parse."""
+    if token == "":
+        return 0
+    if not isinstance(token, str):
+        return None
+    head = token.split(",", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _token(generation: int) -> str:
+    return "%020d,%020d" % (generation, 0)
+
+
+def _events(db: "_Db", subscriptions: Dict[str, Optional[Set[str]]], since: int
+            ) -> List[Record]:
+    """The changes since generation ``since``, one per object (its latest state): ``add`` for
+    an object created since, ``mod`` for one written since, ``del`` (no snapshot) for one
+    deleted since that existed before; an object created and deleted since is not there."""
+    events: List[Record] = []
+    for cls, refs in subscriptions.items():
+        table = db.tables[cls]
+        name = cls.lower()
+        for ref, (created, modified) in table.stamps.items():
+            if modified > since and (refs is None or ref in refs):
+                events.append({"id": str(modified), "timestamp": "0.0", "class": name,
+                               "operation": "add" if created > since else "mod", "ref": ref,
+                               "snapshot": table.records[ref]})
+        for ref, created, deleted in table.deleted:
+            if deleted > since >= created and (refs is None or ref in refs):
+                events.append({"id": str(deleted), "timestamp": "0.0", "class": name,
+                               "operation": "del", "ref": ref})
+    return events
 
 
 # --- the pool ------------------------------------------------------------------------------------
@@ -830,6 +939,8 @@ class XapiPool:
         add("VM.pool_migrate", self._vm_pool_migrate, (3, 3), can_async=True)
 
         add("task.destroy", self._task_destroy, (1, 1))
+        add("event.from", self._event_from, (3, 3))
+        add("event.get_current_id", self._event_get_current_id, (0, 0))
         return m
 
     # --- sessions ------------------------------------------------------------------------------
@@ -880,6 +991,7 @@ class XapiPool:
         ctx.endpoint.local_sessions.pop(ctx.session, None)
         if ctx.master is not None:
             ctx.master.sessions.pop(ctx.session, None)
+            self._end_event_waits(ctx.master, ctx.session)
         ctx.ok("")
 
     def _local_logout(self, ctx: _Ctx, args: List[Any]) -> None:
@@ -1370,6 +1482,75 @@ class XapiPool:
             ctx.db.remove(ctx.db.task, args[0])
             ctx.ok("")
 
+    # --- events ------------------------------------------------------------------------------------
+
+    def _event_from(self, ctx: _Ctx, args: List[Any]) -> None:
+        """event.from(classes, token, timeout): every change since the token, coalesced per
+        object, as soon as there is one (after a short batching delay), else nothing after
+        ``timeout`` seconds (research/xenapi.md 2.6)."""
+        classes, token, timeout = args
+        subscriptions = _subscriptions(classes)
+        if isinstance(subscriptions, str):
+            ctx.fail(["EVENT_SUBSCRIPTION_PARSE_FAILURE", subscriptions])
+            return
+        since = _parse_token(token)
+        if since is None:
+            ctx.fail(["EVENT_FROM_TOKEN_PARSE_FAILURE", str(token)])
+            return
+        try:
+            seconds = max(0.0, float(timeout))
+        except (TypeError, ValueError):
+            ctx.fail(["FIELD_TYPE_ERROR", "timeout"])
+            return
+        master = ctx.owner
+        wait = _EventWait(ctx, subscriptions, since)
+        if _events(ctx.db, subscriptions, since):
+            self._event_soon(master, wait)
+            return
+        master.event_waits.append(wait)
+        ctx.db.on_change = functools.partial(self._events_changed, master)
+        self._at(master, int(seconds * S), self._event_reply, master, wait)
+
+    def _events_changed(self, master: _Xapi) -> None:
+        """A write on the master's database: wake the waits it concerns (after the batching
+        delay, so that a burst of writes is one reply)."""
+        for wait in master.event_waits:
+            if not wait.replying and _events(master.db, wait.subscriptions, wait.since):
+                self._event_soon(master, wait)
+
+    def _event_soon(self, master: _Xapi, wait: _EventWait) -> None:
+        wait.replying = True
+        tasks_only = set(wait.subscriptions) == {"task"}
+        self._at(master, 0 if tasks_only else EVENT_BATCHING, self._event_reply, master, wait)
+
+    def _event_reply(self, master: _Xapi, wait: _EventWait) -> None:
+        if wait.done:
+            return
+        wait.done = True
+        if wait in master.event_waits:
+            master.event_waits.remove(wait)
+        if not master.event_waits:
+            master.db.on_change = None
+        db = wait.ctx.db
+        wait.ctx.ok({
+            "events": _events(db, wait.subscriptions, wait.since),
+            "valid_ref_counts": {cls.lower(): len(db.tables[cls].records)
+                                 for cls in EVENT_CLASSES},
+            "token": _token(db.generation),
+        })
+
+    def _event_get_current_id(self, ctx: _Ctx, args: List[Any]) -> None:
+        ctx.ok(str(ctx.db.generation))
+
+    def _end_event_waits(self, master: _Xapi, session: str) -> None:
+        """A session logged out: its waiting event.from calls fail."""
+        for wait in [w for w in master.event_waits if w.ctx.session == session]:
+            wait.done = True
+            master.event_waits.remove(wait)
+            wait.ctx.fail(["SESSION_INVALID", session])
+        if not master.event_waits:
+            master.db.on_change = None
+
     # --- xapi start-up, joins and resync -------------------------------------------------------
 
     def _light_fuse(self, x: _Xapi) -> None:
@@ -1399,6 +1580,8 @@ class XapiPool:
         x.heard = {}
         x.ignoring = set()
         x.backlog = []
+        x.event_waits = []
+        x.db.on_change = None
         calls = list(x.pending.values())
         x.pending = {}
         for c in calls:
