@@ -236,10 +236,13 @@ Effect = Union[
     SaveState,
 ]
 
-STALE = "STALE"
-TIMEOUT = "TIMEOUT"
-CONNECTION_REFUSED = "CONNECTION_REFUSED"
-UNREACHABLE = "UNREACHABLE"
+# The transport outcomes of a XapiCall (XapiResult.error[0]); anything else is xapi's own code.
+STALE = "STALE"  # not sent: its valid_until had passed
+TIMEOUT = "TIMEOUT"  # no answer by the deadline (a black hole, a hung xapi, a slave's DB call)
+CONNECTION_REFUSED = "CONNECTION_REFUSED"  # xapi not running (restarting, stopped)
+CONNECTION_RESET = "CONNECTION_RESET"  # xapi went away with the call outstanding
+UNREACHABLE = "UNREACHABLE"  # no route, unknown name: the network said no at once
+GARBAGE = "GARBAGE"  # an answer that is not xapi's envelope (HTTP error, bad XML)
 
 
 # xapi methods that act on the pool: only the acting master issues them (invariant I4).

@@ -21,6 +21,7 @@ START_AFTER_BOOT = 7 * NS  # the unit is ordered after xapi start-up
 STOP_PATIENCE = 90 * NS  # systemd's TimeoutStopSec for the daemon
 USERNAME = "root"
 PASSWORD = "halizard-sim"
+SESSION_TRIES = 3  # calls per exchange while xapi answers SESSION_INVALID (the binding's rule)
 
 Slot = Callable[[Any], None]
 # Effects that may carry a deadline (an XapiCall without one is a read).
@@ -495,7 +496,7 @@ class _XapiExchange:
     answer ``done`` exactly once, by the deadline at the latest. A class rather than nested
     closures, whose mutual references would be reference cycles."""
 
-    __slots__ = ("daemon", "call", "done", "target", "transport", "key", "timer", "relogged")
+    __slots__ = ("daemon", "call", "done", "target", "transport", "key", "timer", "calls")
 
     def __init__(self, daemon: SimDaemon, call: fx.XapiCall,
                  done: Callable[[fx.XapiResult], None]) -> None:
@@ -506,7 +507,7 @@ class _XapiExchange:
             daemon._address_to_host.get(call.address)
         self.transport = "unix" if call.address is None else "tcp"
         self.key = (self.target or "", call.session)
-        self.relogged = False
+        self.calls = 0
         self.timer: Any = None
 
     def start(self) -> None:
@@ -550,6 +551,7 @@ class _XapiExchange:
 
     def send(self, session: Optional[str]) -> None:
         assert self.target is not None
+        self.calls += 1
         params = [session] + list(self.call.args)
         self.daemon.world.xapi.call(self.target, self.call.method, params, self.reply,
                                     self.transport)
@@ -558,12 +560,13 @@ class _XapiExchange:
         if isinstance(outcome, Ok):
             self.finish(fx.XapiResult(value=outcome.value))
         elif isinstance(outcome, Failure):
-            if outcome.description[:1] == ["SESSION_INVALID"] and not self.relogged:
-                # The session died with a xapi restart: log in again, once.
+            if outcome.description[:1] == ["SESSION_INVALID"]:
+                # The session died with a xapi restart or a master change: log in again and
+                # repeat the call, as the XenAPI binding does (three calls in all).
                 self.daemon.sessions.pop(self.key, None)
-                self.relogged = True
-                self.login()
-                return
+                if self.calls < SESSION_TRIES:
+                    self.login()
+                    return
             self.finish(fx.XapiResult(error=tuple(outcome.description)))
         else:
             self.finish(_transport_error(outcome))
@@ -584,6 +587,6 @@ def _transport_error(outcome: Outcome) -> fx.XapiResult:
     if isinstance(outcome, Refused):
         return fx.XapiResult(error=(fx.CONNECTION_REFUSED,))
     if isinstance(outcome, Reset):
-        return fx.XapiResult(error=("CONNECTION_RESET",))
-    return fx.XapiResult(error=("GARBAGE",))
+        return fx.XapiResult(error=(fx.CONNECTION_RESET,))
+    return fx.XapiResult(error=(fx.GARBAGE,))
 

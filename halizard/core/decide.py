@@ -38,6 +38,8 @@ from halizard.effects import (
     LOCAL,
     LOCAL_SESSION,
     POOL_SESSION,
+    STALE,
+    TIMEOUT,
     DestroyGuests,
     FenceOutcome,
     FenceStarted,
@@ -161,7 +163,7 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
                 remaining.append(task)
                 continue
             outcome, code = task_outcome(result)
-            if outcome == "pending" or (outcome == "unknown" and code in ("TIMEOUT", "STALE")):
+            if outcome == "pending" or (outcome == "unknown" and code in (TIMEOUT, STALE)):
                 if obs.now - task.started <= config.task_timeout:
                     remaining.append(task)
                 continue
@@ -221,7 +223,7 @@ def absorb_results(
                 tasks.append(Task(result.value, intent.kind, intent.vm, intent.host,
                                   intent.memory, decision.at))
             elif intent.kind in ("start", "migrate") and intent.vm is not None \
-                    and result.code != "STALE":
+                    and result.code != STALE:
                 _failed(attempts, intent.vm, decision.at, config, result.code)
             if intent.kind == "sync":
                 changes["needs_sync"] = not started

@@ -22,8 +22,13 @@ from halizard.core.pool import (
 from halizard.core.state import DaemonState, Mode
 from halizard.core.timing import read_budget
 from halizard.effects import (
+    CONNECTION_REFUSED,
+    GARBAGE,
     LOCAL,
     POOL_SESSION,
+    STALE,
+    TIMEOUT,
+    UNREACHABLE,
     CollectFenceResults,
     GuestList,
     ListGuests,
@@ -188,7 +193,7 @@ def role_from_answer(result: XapiResult) -> Optional[str]:
     code = result.code
     if code == "HOST_IS_SLAVE":
         return "slave"
-    if code in ("TIMEOUT", "UNREACHABLE", "CONNECTION_REFUSED", "STALE"):
+    if code in (TIMEOUT, UNREACHABLE, CONNECTION_REFUSED, STALE):
         return None
     return "other:%s" % code
 
@@ -225,7 +230,7 @@ def observe(
                 else:
                     settings = parse_settings(answers[0].value)
             except PoolParseError:
-                view_error = "GARBAGE"
+                view_error = GARBAGE
             if plan.pool_address is not None:
                 peer_role = "master"
     peer_guests = None
@@ -268,4 +273,4 @@ def task_outcome(result: XapiResult) -> Tuple[str, str]:
         return "failure", str(info[0])
     if status in ("pending", "cancelling"):
         return "pending", ""
-    return "unknown", "GARBAGE"
+    return "unknown", GARBAGE

@@ -8,44 +8,72 @@ connect timeout and every read a read timeout. They also carry their own TLS con
 import http.client
 import socket
 import ssl
+import time
 import xmlrpc.client
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 ORIGINATOR = "halizard"
 
 
 class _Deadlines:
-    """Connect and read timeouts (seconds) for one transport."""
+    """Connect and read timeouts (seconds) for one transport, and optionally an absolute
+    deadline (time.monotonic) that no request may outlast, whatever the timeouts say."""
 
     def __init__(self, connect_timeout: float, read_timeout: float) -> None:
         if connect_timeout <= 0 or read_timeout <= 0:
             raise ValueError("timeouts must be positive: connect %r, read %r"
                              % (connect_timeout, read_timeout))
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.connect = connect_timeout
+        self.read = read_timeout
+        self.deadline: Optional[float] = None
+
+    def _bounded(self, timeout: float) -> float:
+        if self.deadline is None:
+            return timeout
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout("deadline passed")
+        return min(timeout, remaining)
+
+    def connect_timeout(self) -> float:
+        return self._bounded(self.connect)
+
+    def read_timeout(self) -> float:
+        return self._bounded(self.read)
 
 
 class _HTTPConnection(http.client.HTTPConnection):
     def __init__(self, host: str, deadlines: _Deadlines) -> None:
-        super().__init__(host, timeout=deadlines.connect_timeout)
+        super().__init__(host, timeout=deadlines.connect)
         self._deadlines = deadlines
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self.host, self.port),
-                                             self._deadlines.connect_timeout)
+                                             self._deadlines.connect_timeout())
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.settimeout(self._deadlines.read_timeout)
+        self.sock.settimeout(self._deadlines.read_timeout())
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, host: str, deadlines: _Deadlines, context: ssl.SSLContext) -> None:
-        super().__init__(host, timeout=deadlines.connect_timeout, context=context)
+        super().__init__(host, timeout=deadlines.connect, context=context)
         self._deadlines = deadlines
 
     def connect(self) -> None:
+        self.timeout = self._deadlines.connect_timeout()
         super().connect()  # TCP and the TLS handshake, both within the connect timeout
         assert self.sock is not None
-        self.sock.settimeout(self._deadlines.read_timeout)
+        self.sock.settimeout(self._deadlines.read_timeout())
+
+
+def _before_request(transport: Any, deadlines: _Deadlines) -> None:
+    """A kept-alive connection gets the read timeout this request may still use."""
+    connection = transport._connection[1]
+    sock = getattr(connection, "sock", None) if connection is not None else None
+    if sock is not None:
+        sock.settimeout(deadlines.read_timeout())
+    else:
+        deadlines.read_timeout()  # raises if the deadline has passed already
 
 
 class TimeoutTransport(xmlrpc.client.Transport):
@@ -54,6 +82,10 @@ class TimeoutTransport(xmlrpc.client.Transport):
     def __init__(self, connect_timeout: float, read_timeout: float) -> None:
         super().__init__()
         self.deadlines = _Deadlines(connect_timeout, read_timeout)
+
+    def request(self, host: Any, handler: Any, request_body: Any, verbose: bool = False) -> Any:
+        _before_request(self, self.deadlines)
+        return super().request(host, handler, request_body, verbose)
 
     def make_connection(self, host: Any) -> http.client.HTTPConnection:
         cached = self._connection
@@ -74,6 +106,10 @@ class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
         self.deadlines = _Deadlines(connect_timeout, read_timeout)
         self.tls = context if context is not None else ssl.create_default_context()
 
+    def request(self, host: Any, handler: Any, request_body: Any, verbose: bool = False) -> Any:
+        _before_request(self, self.deadlines)
+        return super().request(host, handler, request_body, verbose)
+
     def make_connection(self, host: Any) -> http.client.HTTPSConnection:
         cached = self._connection
         if isinstance(cached[1], http.client.HTTPSConnection) and host == cached[0]:
@@ -93,7 +129,8 @@ def unverified_context() -> ssl.SSLContext:
 
 
 def transport_for(url: str, connect_timeout: float, read_timeout: float,
-                  context: Optional[ssl.SSLContext] = None) -> xmlrpc.client.Transport:
+                  context: Optional[ssl.SSLContext] = None
+                  ) -> Union[TimeoutTransport, TimeoutSafeTransport]:
     """The transport for ``url`` (http or https) with these deadlines."""
     if url.startswith("https://"):
         return TimeoutSafeTransport(connect_timeout, read_timeout, context)

@@ -319,7 +319,8 @@ class SimulatedPool:
         return self.clock.run(fn, *args)
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str = "") -> None:
-        """Wait (real seconds) until ``predicate()``, evaluated under the model's lock, holds."""
+        """Wait (real seconds) until ``predicate()``, evaluated under the model's lock, holds.
+        The predicate must not call the pool over the wire: that waits for the same lock."""
         deadline = time.monotonic() + timeout
         while not self.clock.run(predicate):
             if time.monotonic() > deadline:

@@ -1,0 +1,211 @@
+"""The daemon's xapi adapter (halizard.runtime.xapi) against the wire-level simulated pool and
+against servers that answer garbage: every call ends in one XapiResult by its deadline."""
+import socket
+import threading
+import time
+
+import pytest
+
+from halizard.effects import (
+    CONNECTION_REFUSED,
+    CONNECTION_RESET,
+    GARBAGE,
+    LOCAL,
+    LOCAL_SESSION,
+    POOL_SESSION,
+    STALE,
+    TIMEOUT,
+    XapiCall,
+)
+from halizard.runtime.xapi import XapiAdapter
+from simulations.xapi import SimulatedPool
+
+pytestmark = pytest.mark.runtime
+
+SPEED = 20.0
+
+
+@pytest.fixture
+def pool():
+    p = SimulatedPool(hosts=["xs1", "xs2"], master="xs1", speed=SPEED, boot_time=(3.0, 4.0),
+                      vms=[{"name": "vm-a", "host": "xs1"}, {"name": "vm-b", "host": "xs2"},
+                           {"name": "vm-c", "host": None}])
+    p.start()
+    yield p
+    p.stop()
+
+
+def adapter_on(pool, host, credentials=None):
+    return XapiAdapter(pool.url(host), lambda address: "http://%s:%d" % (address, pool.port),
+                       credentials or pool.credentials)
+
+
+def call(method, *args, address=LOCAL, session=POOL_SESSION, timeout=2.0, valid_until=None):
+    return XapiCall(method, args, address, session, timeout, valid_until)
+
+
+def timed(fn, *args):
+    began = time.monotonic()
+    result = fn(*args)
+    return result, time.monotonic() - began
+
+
+def test_reads_and_async_starts_on_the_master(pool):
+    xs1 = adapter_on(pool, "xs1")
+    vms = xs1.perform(call("VM.get_all_records"))
+    assert vms.ok and {v["name_label"] for v in vms.value.values()} >= {"vm-a", "vm-b", "vm-c"}
+    vm_c = next(r for r, v in vms.value.items() if v["name_label"] == "vm-c")
+    host = next(r for r, h in xs1.perform(call("host.get_all_records")).value.items()
+                if h["name_label"] == "xs2")
+    task = xs1.perform(call("Async.VM.start_on", vm_c, host, False, False))
+    assert task.ok and task.value.startswith("OpaqueRef:")
+    pool.wait_until(lambda: pool.vm_uuid("vm-c") in pool.domains("xs2"), 3.0, "vm-c running")
+    deadline = time.monotonic() + 3.0
+    while xs1.perform(call("task.get_status", task.value)).value != "success":
+        assert time.monotonic() < deadline, "task still not done"
+        time.sleep(0.01)
+    xs1.close()
+
+
+def test_a_pool_session_on_a_slave_names_the_master_and_a_local_one_works(pool):
+    xs2 = adapter_on(pool, "xs2")
+    result = xs2.perform(call("VM.get_all_records"))
+    assert result.error == ("HOST_IS_SLAVE", pool.address("xs1"))
+    assert xs2.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).value is False
+    remote = adapter_on(pool, "xs1").perform(call("pool.get_all", address=pool.address("xs2")))
+    assert remote.code == "HOST_IS_SLAVE"
+
+
+def test_every_call_ends_by_its_deadline(pool):
+    xs1 = adapter_on(pool, "xs1")
+    assert xs1.perform(call("pool.get_all")).ok
+    pool.xapi_hang("xs1")
+    result, took = timed(xs1.perform, call("pool.get_all", timeout=0.4))
+    assert result.error == (TIMEOUT,) and took < 1.0
+    # the deadline covers the login too: a wrong password costs xapi 5 s (0.25 s here)
+    wrong = adapter_on(pool, "xs2", ("root", "wrong"))
+    result, took = timed(wrong.perform, call("host.is_in_emergency_mode", session=LOCAL_SESSION,
+                                             timeout=0.1))
+    assert result.ok is False and took < 0.6
+
+
+def test_a_crashed_host_times_out_and_a_restarting_one_refuses(pool):
+    xs1, xs2 = adapter_on(pool, "xs1"), adapter_on(pool, "xs2")
+    assert xs2.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).ok
+    pool.xapi_restart("xs2", seconds=20)  # 1 s of real time
+    pool.wait_until(lambda: pool.xapi_state("xs2") == "restarting", 2.0, "xs2 restarting")
+    result = xs2.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION))
+    assert result.error[0] in (CONNECTION_REFUSED, CONNECTION_RESET)
+    assert xs2.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).error == (
+        CONNECTION_REFUSED,)
+    assert xs1.perform(call("pool.get_all")).ok
+    pool.crash("xs1")
+    result, took = timed(xs1.perform, call("pool.get_all", timeout=0.3))
+    assert result.error == (TIMEOUT,) and took < 0.8
+
+
+def test_sessions_lost_with_a_restart_are_renewed(pool):
+    xs1 = adapter_on(pool, "xs1")
+    assert xs1.perform(call("pool.get_all")).ok
+    pool.xapi_restart("xs1", seconds=2)
+    pool.wait_until(lambda: pool.model.accepts_writes("xs1"), 5.0, "xs1 back")
+    first = xs1.perform(call("pool.get_all"))  # the kept-alive connection was reset meanwhile
+    if not first.ok:
+        assert first.error == (CONNECTION_RESET,)
+    assert xs1.perform(call("pool.get_all")).ok
+
+
+def test_a_stale_call_is_not_sent(pool):
+    xs1 = adapter_on(pool, "xs1")
+    before = pool._endpoints["xs1"].calls
+    result = xs1.perform(call("host.disable", "OpaqueRef:x", valid_until=time.monotonic() - 1))
+    assert result.error == (STALE,)
+    assert pool._endpoints["xs1"].calls == before
+
+
+def test_promotion_through_the_adapter(pool):
+    pool.crash("xs1")
+    xs2 = adapter_on(pool, "xs2")
+    result = xs2.perform(call("pool.emergency_transition_to_master", session=LOCAL_SESSION))
+    assert result.ok
+    pool.wait_until(lambda: pool.model.accepts_writes("xs2"), 5.0, "xs2 master")
+    vms = xs2.perform(call("VM.get_all_records"))
+    assert vms.ok  # a fresh pool session on the new master
+
+
+# --- garbage in, clear error out -----------------------------------------------------------------
+
+
+class Garbage:
+    """A server on loopback that reads one request per connection and answers it badly."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn):
+        conn.settimeout(5)
+        try:
+            conn.recv(65536)
+            if self.mode == "http500":
+                body = b"<html>Xmlrpc.Parse_error</html>"
+                conn.sendall(b"HTTP/1.1 500 Internal Error\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+            elif self.mode == "bad-xml":
+                body = b"<?xml version='1.0'?><methodResponse><params><param><value><struct>"
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif self.mode == "no-envelope":
+                body = (b"<?xml version='1.0'?><methodResponse><params><param>"
+                        b"<value>just a string</value></param></params></methodResponse>")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif self.mode == "reset-mid-reply":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n<?xml ")
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            elif self.mode == "silent":
+                self.stop.wait(10)
+        finally:
+            conn.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("mode, code", [
+    ("http500", GARBAGE), ("bad-xml", GARBAGE), ("no-envelope", GARBAGE),
+    ("reset-mid-reply", CONNECTION_RESET), ("silent", TIMEOUT)])
+def test_garbage_replies_become_clear_results_by_the_deadline(mode, code):
+    server = Garbage(mode)
+    try:
+        adapter = XapiAdapter(server.url, lambda address: server.url, ("root", "x"))
+        result, took = timed(adapter.perform, call("pool.get_all", timeout=0.5))
+        assert result.code == code, result
+        assert took < 1.5
+    finally:
+        server.close()
+
+
+def test_nothing_listening_is_refused_at_once():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # a port nobody listens on
+    adapter = XapiAdapter("http://127.0.0.1:%d" % port, str, ("root", "x"))
+    result, took = timed(adapter.perform, call("pool.get_all", timeout=2.0))
+    assert result.error == (CONNECTION_REFUSED,) and took < 1.0
