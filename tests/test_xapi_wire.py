@@ -475,3 +475,87 @@ def test_event_from_rejects_bad_tokens_and_subscriptions_and_ends_with_its_sessi
     raw(pool, "xs1").session.logout(ref)
     waiter.join(2.5)
     assert result["reply"] == {"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", ref]}
+
+
+# --- more of research/xenapi.md 7.6 --------------------------------------------------------------
+
+
+def test_error_parameter_orders_for_maps_uuids_and_busy_vms(pool):
+    s = login(pool)
+    pool_ref = s.xenapi.pool.get_all()[0]
+    assert s.xenapi.pool.get_other_config(pool_ref)["halizard.enabled"] == "true"
+    assert failure(s.xenapi.pool.add_to_other_config, pool_ref, "halizard.enabled", "x") == [
+        "MAP_DUPLICATE_KEY", "pool", "other_config", pool_ref, "halizard.enabled"]
+    s.xenapi.pool.remove_from_other_config(pool_ref, "no-such-key")  # absent: fine
+    assert failure(s.xenapi.VM.get_by_uuid, "0000") == ["UUID_INVALID", "VM", "0000"]
+    vm_c, xs2 = vm_ref(s, "vm-c"), host_ref(s, "xs2")
+    s.xenapi.Async.VM.start_on(vm_c, xs2, False, False)
+    details = failure(s.xenapi.VM.start_on, vm_c, xs2, False, False)
+    assert details[0] in ("OTHER_OPERATION_IN_PROGRESS", "VM_BAD_POWER_STATE")
+    if details[0] == "OTHER_OPERATION_IN_PROGRESS":
+        assert details[1:3] == ["VM", vm_c] and details[4].startswith("OpaqueRef:")
+
+
+def test_hard_shutdown_of_a_vm_on_a_lost_host_cannot_contact_it(pool):
+    s = login(pool)
+    pool.crash("xs2")
+    vm_b = vm_ref(s, "vm-b")
+    assert failure(s.xenapi.VM.hard_shutdown, vm_b) == ["CANNOT_CONTACT_HOST", host_ref(s, "xs2")]
+    s.xenapi.host.declare_dead(host_ref(s, "xs2"))  # xs2 does not answer: allowed
+    assert s.xenapi.VM.get_power_state(vm_b) == "Halted"
+    metrics = s.xenapi.host.get_record(host_ref(s, "xs2"))["metrics"]
+    assert s.xenapi.host_metrics.get_live(metrics) is True  # declare_dead disables, that is all
+    assert failure(s.xenapi.VM.start_on, vm_b, host_ref(s, "xs2"), False, False) == [
+        "HOST_DISABLED", host_ref(s, "xs2")]
+    s.xenapi.VM.start_on(vm_b, host_ref(s, "xs1"), False, False)
+    assert pool.vm_uuid("vm-b") in pool.domains("xs1")
+
+
+def test_changes_after_the_last_push_are_lost_by_a_promotion_unless_synced(pool):
+    s = login(pool)
+    pool_ref = s.xenapi.pool.get_all()[0]
+    s.xenapi.pool.add_to_other_config(pool_ref, "synced", "yes")
+    s.xenapi.pool.sync_database()
+    s.xenapi.pool.add_to_other_config(pool_ref, "unsynced", "yes")
+    pool.crash("xs1")
+    local_login(pool, "xs2").xenapi.pool.emergency_transition_to_master()
+    pool.wait_until(lambda: pool.model.accepts_writes("xs2"), 5.0, "xs2 master")
+    other = login(pool, "xs2").xenapi.pool.get_other_config(pool_ref)
+    assert other.get("synced") == "yes" and "unsynced" not in other
+
+
+def test_a_promotion_while_the_master_answers_is_undone(pool):
+    local_login(pool, "xs2").xenapi.pool.emergency_transition_to_master()
+    pool.wait_until(lambda: pool.xapi_state("xs2") == "restarting", 2.0, "xs2 restarting")
+    pool.wait_until(lambda: pool.xapi_state("xs2") == "up", 5.0, "xs2 up again")
+    assert pool.role("xs2") == "slave" and pool.role("xs1") == "master"
+    assert failure(session(pool.url("xs2")).xenapi.login_with_password, *pool.credentials) == [
+        "HOST_IS_SLAVE", pool.address("xs1")]
+
+
+def test_a_slave_started_without_its_master_is_in_emergency_mode_until_it_returns(pool):
+    pool.crash("xs1")
+    pool.xapi_restart("xs2", seconds=1)
+    pool.wait_until(lambda: pool.xapi_state("xs2") == "emergency", 3.0, "xs2 emergency")
+    assert failure(session(pool.url("xs2")).xenapi.login_with_password, *pool.credentials) == [
+        "HOST_STILL_BOOTING"]
+    local = local_login(pool, "xs2")
+    assert local.xenapi.host.is_in_emergency_mode() is True
+    pool.power_on("xs1")
+    pool.wait_until(lambda: pool.xapi_state("xs2") == "up", 10.0, "xs2 joined its master")
+    assert pool.role("xs1") == "master"
+    assert local_login(pool, "xs2").xenapi.host.is_in_emergency_mode() is False
+
+
+def test_two_masters_resolved_by_emergency_reset_master(pool):
+    pool.partition(["xs1"], ["xs2"])
+    local_login(pool, "xs2").xenapi.pool.emergency_transition_to_master()
+    pool.wait_until(lambda: pool.model.accepts_writes("xs2"), 5.0, "xs2 master")
+    pool.heal()
+    local_login(pool, "xs1").xenapi.pool.emergency_reset_master(pool.address("xs2"))
+    pool.wait_until(lambda: pool.role("xs1") == "slave" and pool.xapi_state("xs1") == "up",
+                    5.0, "xs1 a slave of xs2")
+    s = login(pool, "xs2")
+    assert s.xenapi.pool.get_master(s.xenapi.pool.get_all()[0]) == host_ref(s, "xs2")
+    # the VM the old master ran is not running twice
+    assert len([h for h in ("xs1", "xs2") if pool.vm_uuid("vm-a") in pool.domains(h)]) <= 1
