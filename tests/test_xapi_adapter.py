@@ -17,7 +17,7 @@ from halizard.effects import (
     TIMEOUT,
     XapiCall,
 )
-from halizard.runtime.xapi import XapiAdapter
+from halizard.runtime.xapi import PoolRoles, XapiAdapter, find_masters
 from simulations.xapi import SimulatedPool
 
 pytestmark = pytest.mark.runtime
@@ -209,3 +209,79 @@ def test_nothing_listening_is_refused_at_once():
     adapter = XapiAdapter("http://127.0.0.1:%d" % port, str, ("root", "x"))
     result, took = timed(adapter.perform, call("pool.get_all", timeout=2.0))
     assert result.error == (CONNECTION_REFUSED,) and took < 1.0
+
+
+# --- end-to-end flows, one per failure -----------------------------------------------------------
+
+
+def _wait(predicate, timeout, what):
+    """Poll a predicate that calls the pool over the wire (not under its lock)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "%s not reached within %.1f s" % (what, timeout)
+        time.sleep(0.02)
+
+
+def _refs(adapter, cls, address=LOCAL):
+    records = adapter.perform(call(cls + ".get_all_records", address=address))
+    assert records.ok, records
+    return {r["name_label"]: ref for ref, r in records.value.items()}
+
+
+def _task_done(adapter, task):
+    _wait(lambda: adapter.perform(call("task.get_status", task)).value != "pending", 5.0,
+          "task %s" % task)
+    record = adapter.perform(call("task.get_record", task)).value
+    adapter.perform(call("task.destroy", task))
+    return record
+
+
+def test_flow_slave_crash_declare_dead_and_restart_on_the_master(pool):
+    xs1 = adapter_on(pool, "xs1")
+    hosts, vms = _refs(xs1, "host"), _refs(xs1, "VM")
+    pool.crash("xs2")
+    task = xs1.perform(call("Async.host.declare_dead", hosts["xs2"]))
+    assert _task_done(xs1, task.value)["status"] == "success"
+    assert xs1.perform(call("VM.get_power_state", vms["vm-b"])).value == "Halted"
+    task = xs1.perform(call("Async.VM.start_on", vms["vm-b"], hosts["xs1"], False, False))
+    assert _task_done(xs1, task.value)["status"] == "success"
+    assert xs1.perform(call("pool.sync_database")).ok
+    assert pool.vm_uuid("vm-b") in pool.domains("xs1")
+
+
+def test_flow_master_crash_promotion_reset_and_restart(pool):
+    xs2 = adapter_on(pool, "xs2")
+    addresses = (pool.address("xs1"), pool.address("xs2"))
+    assert find_masters(xs2, addresses, 0.5) == PoolRoles(
+        (pool.address("xs1"),), {pool.address("xs2"): pool.address("xs1")}, {})
+    pool.crash("xs1")
+    roles = find_masters(xs2, addresses, 0.3)
+    assert roles.masters == () and roles.unreachable == {pool.address("xs1"): TIMEOUT}
+    assert xs2.perform(call("pool.emergency_transition_to_master", session=LOCAL_SESSION)).ok
+    _wait(lambda: xs2.perform(call("pool.get_all", timeout=0.5)).ok, 5.0, "xs2 master")
+    assert find_masters(xs2, addresses, 0.3).masters == (pool.address("xs2"),)
+    hosts, vms = _refs(xs2, "host"), _refs(xs2, "VM")
+    assert xs2.perform(call("VM.get_power_state", vms["vm-a"])).value == "Running"
+    result = xs2.perform(call("VM.start_on", vms["vm-a"], hosts["xs2"], False, False))
+    assert result.code == "VM_BAD_POWER_STATE"
+    assert xs2.perform(call("VM.power_state_reset", vms["vm-a"], timeout=3.0)).ok
+    task = xs2.perform(call("Async.VM.start_on", vms["vm-a"], hosts["xs2"], False, False))
+    assert _task_done(xs2, task.value)["status"] == "success"
+    assert pool.vm_uuid("vm-a") in pool.domains("xs2")
+
+
+def test_flow_old_master_returns_as_a_slave_or_as_a_second_master(pool):
+    xs2 = adapter_on(pool, "xs2")
+    addresses = (pool.address("xs1"), pool.address("xs2"))
+    pool.partition(["xs1"], ["xs2"])
+    assert xs2.perform(call("pool.emergency_transition_to_master", session=LOCAL_SESSION)).ok
+    _wait(lambda: xs2.perform(call("pool.get_all", timeout=0.5)).ok, 5.0, "xs2 master")
+    roles = find_masters(xs2, addresses, 0.5)
+    assert roles.two_masters and set(roles.masters) == set(addresses)
+    xs1 = adapter_on(pool, "xs1")
+    assert xs1.perform(call("pool.emergency_reset_master", pool.address("xs2"),
+                            session=LOCAL_SESSION)).ok
+    pool.heal()
+    settled = PoolRoles((pool.address("xs2"),), {pool.address("xs1"): pool.address("xs2")}, {})
+    # while it looks for its new master, xs1 answers HOST_STILL_BOOTING (emergency mode)
+    _wait(lambda: find_masters(xs2, addresses, 0.5) == settled, 5.0, "xs1 a slave of xs2")

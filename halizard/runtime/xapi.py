@@ -17,7 +17,7 @@ import threading
 import time
 import xml.parsers.expat
 import xmlrpc.client
-from typing import Any, Callable, Dict, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple, Union
 
 import XenAPI
 
@@ -26,6 +26,7 @@ from halizard.effects import (
     CONNECTION_RESET,
     GARBAGE,
     LOCAL_SESSION,
+    POOL_SESSION,
     STALE_XAPI,
     TIMEOUT,
     UNREACHABLE,
@@ -169,3 +170,40 @@ def _dispatch(session: Any, method: str) -> Callable[..., Any]:
     for part in method.split("."):
         target = getattr(target, part)
     return target  # type: ignore[no-any-return]
+
+
+class PoolRoles(NamedTuple):
+    """What each asked xapi says it is."""
+
+    masters: Tuple[str, ...]  # addresses whose xapi answers a pool session: a master
+    slaves: Dict[str, str]  # address -> the master address its HOST_IS_SLAVE names
+    unreachable: Dict[str, str]  # address -> the transport code or xapi error
+
+    @property
+    def two_masters(self) -> bool:
+        return len(self.masters) > 1
+
+
+def find_masters(adapter: XapiAdapter, addresses: Tuple[str, ...], timeout: float
+                 ) -> PoolRoles:
+    """Ask every address which role its xapi has, following HOST_IS_SLAVE to a master address
+    not asked yet. More than one master is a split the operator must see."""
+    masters: List[str] = []
+    slaves: Dict[str, str] = {}
+    unreachable: Dict[str, str] = {}
+    queue = list(addresses)
+    asked = set()
+    while queue:
+        address = queue.pop(0)
+        if address in asked:
+            continue
+        asked.add(address)
+        result = adapter.perform(XapiCall("pool.get_all", (), address, POOL_SESSION, timeout))
+        if result.ok:
+            masters.append(address)
+        elif result.code == "HOST_IS_SLAVE" and len(result.error) > 1:
+            slaves[address] = result.error[1]
+            queue.append(result.error[1])
+        else:
+            unreachable[address] = result.code
+    return PoolRoles(tuple(masters), slaves, unreachable)
