@@ -285,3 +285,40 @@ def test_flow_old_master_returns_as_a_slave_or_as_a_second_master(pool):
     settled = PoolRoles((pool.address("xs2"),), {pool.address("xs1"): pool.address("xs2")}, {})
     # while it looks for its new master, xs1 answers HOST_STILL_BOOTING (emergency mode)
     _wait(lambda: find_masters(xs2, addresses, 0.5) == settled, 5.0, "xs1 a slave of xs2")
+
+
+# --- this host's own xapi over its Unix socket ---------------------------------------------------
+
+
+@pytest.fixture
+def unix_pool(tmp_path):
+    p = SimulatedPool(hosts=["xs1", "xs2"], master="xs1", speed=SPEED, boot_time=(3.0, 4.0),
+                      vms=[{"name": "vm-a", "host": "xs1"}], unix_dir=str(tmp_path))
+    p.start()
+    yield p
+    p.stop()
+
+
+def local_adapter(pool, host, credentials=("root", "any password")):
+    return XapiAdapter("unix:" + pool.unix_path(host),
+                       lambda address: "http://%s:%d" % (address, pool.port), credentials)
+
+
+def test_the_local_socket_is_root_without_password_and_never_host_is_slave(unix_pool):
+    xs2 = local_adapter(unix_pool, "xs2")  # a slave: its calls reach the master's database
+    vms = xs2.perform(call("VM.get_all_records"))
+    assert vms.ok and "vm-a" in {v["name_label"] for v in vms.value.values()}
+    assert xs2.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).value is False
+
+
+def test_the_local_socket_when_the_master_is_gone_and_when_xapi_restarts(unix_pool):
+    unix_pool.crash("xs1")
+    xs2 = local_adapter(unix_pool, "xs2")
+    # a pool session is written to the master's database: it hangs; a local one does not
+    assert xs2.perform(call("VM.get_all_records", timeout=0.3)).error == (TIMEOUT,)
+    assert xs2.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).ok
+    unix_pool.xapi_restart("xs2", seconds=20)
+    unix_pool.wait_until(lambda: unix_pool.xapi_state("xs2") == "restarting", 2.0, "restart")
+    fresh = local_adapter(unix_pool, "xs2")
+    assert fresh.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).error == (
+        CONNECTION_REFUSED,)

@@ -120,6 +120,56 @@ class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
         return connection
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, deadlines: _Deadlines) -> None:
+        super().__init__("localhost", timeout=deadlines.connect)
+        self._path = path
+        self._deadlines = deadlines
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._deadlines.connect_timeout())
+            sock.connect(self._path)
+            sock.settimeout(self._deadlines.read_timeout())
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class UnixTransport(xmlrpc.client.Transport):
+    """This host's own xapi over its Unix socket (/var/lib/xcp/xapi): root without a password,
+    and no HOST_IS_SLAVE, so a slave can reach its own xapi whatever its master does."""
+
+    def __init__(self, path: str, connect_timeout: float, read_timeout: float) -> None:
+        super().__init__()
+        self.path = path
+        self.deadlines = _Deadlines(connect_timeout, read_timeout)
+
+    def request(self, host: Any, handler: Any, request_body: Any, verbose: bool = False) -> Any:
+        _before_request(self, self.deadlines)
+        return super().request(host, handler, request_body, verbose)
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        cached = self._connection
+        if cached[1] is not None:
+            return cached[1]
+        _, self._extra_headers, _ = self.get_host_info(host)
+        connection = _UnixConnection(self.path, self.deadlines)
+        self._connection = host, connection
+        return connection
+
+
+UNIX_PREFIX = "unix:"
+
+
+def session_uri(url: str) -> str:
+    """What to give XenAPI.Session for ``url``: a Unix socket URL becomes a placeholder HTTP
+    URI (the transport knows the path; the binding accepts only http and https)."""
+    return "http://localhost/" if url.startswith(UNIX_PREFIX) else url
+
+
 def unverified_context() -> ssl.SSLContext:
     """xapi's default certificate is self-signed: what ``ignore_ssl`` means, made explicit."""
     context = ssl.create_default_context()
@@ -130,11 +180,13 @@ def unverified_context() -> ssl.SSLContext:
 
 def transport_for(url: str, connect_timeout: float, read_timeout: float,
                   context: Optional[ssl.SSLContext] = None
-                  ) -> Union[TimeoutTransport, TimeoutSafeTransport]:
-    """The transport for ``url`` (http or https) with these deadlines."""
+                  ) -> Union[TimeoutTransport, TimeoutSafeTransport, UnixTransport]:
+    """The transport for ``url`` (http://, https:// or unix:PATH) with these deadlines."""
+    if url.startswith(UNIX_PREFIX):
+        return UnixTransport(url[len(UNIX_PREFIX):], connect_timeout, read_timeout)
     if url.startswith("https://"):
         return TimeoutSafeTransport(connect_timeout, read_timeout, context)
     if url.startswith("http://"):
         return TimeoutTransport(connect_timeout, read_timeout)
-    raise ValueError("xapi URL must start with http:// or https://: %r" % url)
+    raise ValueError("xapi URL must start with http://, https:// or unix: %r" % url)
 

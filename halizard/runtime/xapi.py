@@ -37,6 +37,8 @@ from halizard.runtime.transport import (
     ORIGINATOR,
     TimeoutSafeTransport,
     TimeoutTransport,
+    UnixTransport,
+    session_uri,
     transport_for,
 )
 
@@ -60,8 +62,8 @@ def classify(exc: BaseException) -> Tuple[str, ...]:
         return (GARBAGE, "fault %s: %s" % (exc.faultCode, exc.faultString))
     if isinstance(exc, socket.timeout):
         return (TIMEOUT,)
-    if isinstance(exc, ConnectionRefusedError):
-        return (CONNECTION_REFUSED,)
+    if isinstance(exc, (ConnectionRefusedError, FileNotFoundError)):
+        return (CONNECTION_REFUSED,)  # no xapi listening (its Unix socket is absent meanwhile)
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
                         http.client.RemoteDisconnected)):
         return (CONNECTION_RESET,)
@@ -80,7 +82,7 @@ def classify(exc: BaseException) -> Tuple[str, ...]:
     raise exc  # a programming error here must not pass for a network problem
 
 
-Transport = Union[TimeoutTransport, TimeoutSafeTransport]
+Transport = Union[TimeoutTransport, TimeoutSafeTransport, UnixTransport]
 
 
 class _Endpoint:
@@ -95,7 +97,7 @@ class _Endpoint:
 
 class XapiAdapter:
     """Performs XapiCall effects. ``local_url`` is this host's own xapi (on a XenServer host
-    ``http://127.0.0.1`` or the Unix socket); ``url_for(address)`` the URL of another host's
+    its Unix socket, ``unix:/var/lib/xcp/xapi``); ``url_for(address)`` the URL of another host's
     xapi from its management address; ``clock`` the monotonic clock the loop's
     ``valid_until`` is measured on."""
 
@@ -144,7 +146,7 @@ class XapiAdapter:
     def _login(self, url: str, kind: str, timeout: float, deadline: float) -> _Endpoint:
         transport = transport_for(url, timeout, timeout)
         transport.deadlines.deadline = deadline
-        session = XenAPI.Session(url, transport=transport)
+        session = XenAPI.Session(session_uri(url), transport=transport)
         if kind == LOCAL_SESSION:
             session.slave_local_login_with_password(self.username, self.password)
         else:

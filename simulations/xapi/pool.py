@@ -13,8 +13,11 @@ pool. The control methods are pinned (tests the project has never seen use them)
     pool.xapi_hang("xs2"); pool.xapi_restart("xs2", seconds=10); pool.domains("xs1"); pool.stop()
 
 Each host listens on its own loopback address (127.0.0.11, 127.0.0.12, ...) on one common port,
-so that ``host.address`` and ``HOST_IS_SLAVE`` carry a plain address, as on a real pool.
+so that ``host.address`` and ``HOST_IS_SLAVE`` carry a plain address, as on a real pool; with
+``unix_dir`` also on a Unix socket per host (``unix_path(host)``), which like /var/lib/xcp/xapi
+takes root without a password and never answers HOST_IS_SLAVE.
 """
+import os
 import secrets
 import time
 import uuid as uuidlib
@@ -64,7 +67,8 @@ class SimulatedPool:
                  addresses: Optional[Mapping[str, str]] = None, port: int = 0,
                  password: Optional[str] = None,
                  host_memory: Union[int, Mapping[str, int]] = HOST_MEMORY,
-                 pool_other_config: Optional[Mapping[str, str]] = None) -> None:
+                 pool_other_config: Optional[Mapping[str, str]] = None,
+                 unix_dir: Optional[str] = None) -> None:
         if len(set(hosts)) != len(hosts) or not hosts:
             raise PoolError("hosts must be distinct names, got %r" % (list(hosts),))
         if master not in hosts:
@@ -95,7 +99,9 @@ class SimulatedPool:
             if spec.host is not None:
                 self.world.create_domain(spec.host, spec.uuid)
         self.clock = RealTime(self.world.scheduler, speed)
-        self._endpoints = {h: Endpoint(h, self._addresses[h], port, self._caller(h))
+        self._endpoints = {h: Endpoint(h, self._addresses[h], port, self._caller(h),
+                                       None if unix_dir is None
+                                       else os.path.join(unix_dir, "%s.xapi" % h))
                            for h in self.hosts}
         self._identity: Dict[str, Tuple[int, int]] = {}
         self._cut: List[Link] = []
@@ -124,8 +130,9 @@ class SimulatedPool:
                       ns(float(vm.get("start_delay", 0))), other)
 
     def _caller(self, host: str) -> Callable[..., None]:
-        def call(method: str, params: List[Any], reply: Callable[..., None]) -> None:
-            self.clock.run(self.model.call, host, method, params, reply, "tcp")
+        def call(method: str, params: List[Any], reply: Callable[..., None],
+                 transport: str) -> None:
+            self.clock.run(self.model.call, host, method, params, reply, transport)
         return call
 
     # --- life -----------------------------------------------------------------------------------
@@ -192,6 +199,14 @@ class SimulatedPool:
     def url(self, host: str) -> str:
         ep = self._endpoint(host)
         return "http://%s:%d" % (ep.address, ep.port)
+
+    def unix_path(self, host: str) -> str:
+        """The host's local socket (like /var/lib/xcp/xapi), if the pool has ``unix_dir``:
+        callers there are root, pre-authenticated, and never told HOST_IS_SLAVE."""
+        path = self._endpoint(host).unix_path
+        if path is None:
+            raise PoolError("this pool has no Unix sockets (unix_dir was not given)")
+        return path
 
     def address(self, host: str) -> str:
         return self._endpoint(host).address

@@ -13,6 +13,7 @@ Calls go into the model through ``RealTime.run``; the connection's thread waits 
 one answer, for as long as it takes (a hung call waits until the endpoint resets it).
 """
 import http.server
+import os
 import socket
 import struct
 import threading
@@ -46,10 +47,11 @@ class _Slot:
 
 
 class _Connection:
-    __slots__ = ("sock", "generation", "aborted", "slot")
+    __slots__ = ("sock", "transport", "generation", "aborted", "slot")
 
-    def __init__(self, sock: socket.socket, generation: int) -> None:
+    def __init__(self, sock: socket.socket, transport: str, generation: int) -> None:
         self.sock = sock
+        self.transport = transport  # "tcp" or "unix" (root, pre-authenticated)
         self.generation = generation
         self.aborted = False
         self.slot: Optional[_Slot] = None
@@ -67,19 +69,23 @@ class _Connection:
             slot.event.set()
 
 
-Call = Callable[[str, List[Any], Callable[[Outcome], None]], None]
+Call = Callable[[str, List[Any], Callable[[Outcome], None], str], None]
 
 
 class Endpoint:
-    """The socket side of one host's xapi. ``call(method, params, reply)`` reaches the model."""
+    """The socket side of one host's xapi: its TCP address and port, and optionally a Unix
+    socket like /var/lib/xcp/xapi. ``call(method, params, reply, transport)`` reaches the
+    model."""
 
-    def __init__(self, name: str, address: str, port: int, call: Call) -> None:
+    def __init__(self, name: str, address: str, port: int, call: Call,
+                 unix_path: Optional[str] = None) -> None:
         self.name = name
         self.address = address
         self.port = port
+        self.unix_path = unix_path
         self._call = call
         self._lock = threading.Lock()
-        self._listener: Optional[socket.socket] = None
+        self._listeners: List[socket.socket] = []
         self._connections: Set[_Connection] = set()
         self.generation = 0
         self.calls = 0
@@ -88,28 +94,43 @@ class Endpoint:
 
     @property
     def listening(self) -> bool:
-        return self._listener is not None
+        return bool(self._listeners)
 
     def listen(self) -> None:
-        if self._listener is not None:
+        if self._listeners:
             return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.address, self.port))
+        try:
+            sock.bind((self.address, self.port))
+        except OSError:
+            sock.close()
+            raise
         sock.listen(64)
         self.port = sock.getsockname()[1]
-        self._listener = sock
-        threading.Thread(target=self._accept, args=(sock,), name="xapi-%s-accept" % self.name,
-                         daemon=True).start()
+        listeners = [(sock, "tcp")]
+        if self.unix_path is not None:
+            if os.path.exists(self.unix_path):
+                os.unlink(self.unix_path)  # left by the previous incarnation
+            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            unix.bind(self.unix_path)
+            unix.listen(64)
+            listeners.append((unix, "unix"))
+        for listener, transport in listeners:
+            self._listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, transport),
+                             name="xapi-%s-accept" % self.name, daemon=True).start()
 
     def stop_listening(self) -> None:
-        sock, self._listener = self._listener, None
-        if sock is not None:
+        listeners, self._listeners = self._listeners, []
+        for sock in listeners:
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it (Linux)
             except OSError:
                 pass
             sock.close()
+        if self.unix_path is not None and os.path.exists(self.unix_path):
+            os.unlink(self.unix_path)  # connecting now fails, as with no xapi
 
     def reset_connections(self) -> None:
         """The process behind the endpoint is gone: every open connection is reset."""
@@ -123,17 +144,20 @@ class Endpoint:
         self.stop_listening()
         self.reset_connections()
 
-    def _accept(self, sock: socket.socket) -> None:
+    def _accept(self, sock: socket.socket, transport: str) -> None:
         while True:
             try:
                 client, peer = sock.accept()
             except OSError:
                 return  # the listener was closed
-            if self._listener is not sock:
+            if sock not in self._listeners:
                 client.close()
                 return
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay
-            conn = _Connection(client, self.generation)
+            if transport == "tcp":
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay
+            else:
+                peer = ("unix", 0)
+            conn = _Connection(client, transport, self.generation)
             with self._lock:
                 self._connections.add(conn)
             threading.Thread(target=self._serve, args=(conn, peer),
@@ -159,7 +183,7 @@ class Endpoint:
         slot = _Slot()
         conn.slot = slot
         self.calls += 1
-        self._call(method, params, slot.set)
+        self._call(method, params, slot.set, conn.transport)
         while not slot.event.wait(POLL):
             if conn.aborted or conn.generation != self.generation:
                 break
