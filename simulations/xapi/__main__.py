@@ -58,13 +58,16 @@ def serve(argv: List[str], out: Callable[[str], None] = print) -> int:
     parser.add_argument("--port", type=int, default=0, help="common port (default: a free one)")
     parser.add_argument("--password", help="root password (default: a random one)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unix-dir", help="also serve each host on DIR/HOST.xapi (a local socket "
+                        "like /var/lib/xcp/xapi: root without a password)")
     parser.add_argument("--for", dest="duration", type=float,
                         help="stop after this many real seconds (default: until interrupted)")
     args = parser.parse_args(argv)
     try:
         scenario = load_scenario(args.scenario)
         pool = SimulatedPool.from_scenario(scenario, speed=args.speed, port=args.port,
-                                           password=args.password, seed=args.seed)
+                                           password=args.password, seed=args.seed,
+                                           unix_dir=args.unix_dir)
     except (ScenarioError, PoolError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
@@ -77,7 +80,8 @@ def serve(argv: List[str], out: Callable[[str], None] = print) -> int:
         return 2
     out("pool %s (%s), speed %gx" % (scenario.id, scenario.title, args.speed))
     for host in pool.hosts:
-        out("  %s %s  %s" % (host, pool.url(host), "master" if host == pool.master else "slave"))
+        out("  %s %s  %s%s" % (host, pool.url(host), "master" if host == pool.master else "slave",
+                               "" if args.unix_dir is None else "  unix:" + pool.unix_path(host)))
     out("  credentials: %s / %s" % pool.credentials)
     for fault in scenario.faults:
         out("  at %gs: %s" % (fault.at, fault.label()))
@@ -96,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "serve":
         print("usage: python -m simulations.xapi serve --scenario FILE [--speed X] [--port P] "
-              "[--for SECONDS]", file=sys.stderr)
+              "[--unix-dir DIR] [--for SECONDS]", file=sys.stderr)
         return 2
     return serve(argv[1:], lambda line: print(line, flush=True))
 
