@@ -3,6 +3,7 @@
     python -m simulations.bench speed                 simulator speed (one core) and matrix wall
     python -m simulations.bench failover [--seeds N]  master and slave crash failover times
     python -m simulations.bench loss [--host-days D]  fences under 30% loss, 500 ms jitter
+    python -m simulations.bench idle                  XenAPI calls per minute in a quiet pool
 
 Each prints a human line per figure and a final JSON object (for the record in BENCHMARKS.md).
 """
@@ -18,8 +19,9 @@ from typing import Any, Dict, List, Tuple
 
 from halizard.toml import loads
 from simulations.matrix import BUILTIN_DIR, BUILTIN_MATRIX, percentile, run_matrix
-from simulations.runner import RunResult, run_scenario
+from simulations.runner import RunResult, Simulation, run_scenario
 from simulations.scenario import find_scenarios, load_scenario, parse_scenario
+from simulations.world.scheduler import NS
 
 POOL = """
 [cluster]
@@ -143,6 +145,52 @@ def loss(host_days: float, workers: int) -> Dict[str, Any]:
             "violations": len(violations), "failed_seeds": failed[:20], "wall_s": round(wall)}
 
 
+IDLE = """
+id = "bench-idle"
+title = "Two hosts, twenty VMs, nothing happens for ten minutes"
+[cluster]
+hosts = ["xs1", "xs2"]
+master = "xs1"
+vms = [ %s ]
+[sweep]
+duration = "10m"
+[expect]
+liveness_bound = "none"
+fenced = []
+""" % ", ".join('{ name = "vm-%02d", host = "%s", restart = "restart" }'
+                % (i, "xs1" if i % 2 else "xs2") for i in range(20))
+
+
+def idle_calls() -> Dict[str, Any]:
+    """XenAPI calls per minute that the two daemons make while nothing happens, counted where
+    they arrive (each host's xapi) after the first minute (start-up). The simulated executor
+    makes the calls the real one makes: the loop and the decisions are the same."""
+    from halizard.core.config import load_config
+    from simulations.runner import BUILTIN_CONFIG
+
+    sim = Simulation(parse_scenario(loads(IDLE), "bench-idle"), 0,
+                     load_config(BUILTIN_CONFIG).config)
+    counts: Dict[str, int] = {}
+    xapi = sim.world.xapi
+    call = xapi.call
+
+    def counting(host: str, method: str, params: Any, reply: Any, transport: str = "tcp") -> None:
+        if sim.world.now >= 60 * NS:
+            key = "%s %s" % (host, method)
+            counts[key] = counts.get(key, 0) + 1
+        call(host, method, params, reply, transport)
+
+    xapi.call = counting  # count, then pass on
+    sim.run()
+    minutes = 9.0
+    total = sum(counts.values()) / minutes
+    print("idle, 2 hosts and 20 VMs: %.1f XenAPI calls per minute (target <= 12)" % total)
+    for key in sorted(counts):
+        print("  %-40s %.1f/min" % (key, counts[key] / minutes))
+    return {"calls_per_minute": round(total, 1),
+            "by_method": {k: round(v / minutes, 1) for k, v in sorted(counts.items())}}
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.bench")
     sub = parser.add_subparsers(dest="what")
@@ -153,12 +201,15 @@ def main(argv: List[str]) -> int:
     lo = sub.add_parser("loss")
     lo.add_argument("--host-days", type=float, default=1000.0)
     lo.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    sub.add_parser("idle")
     args = parser.parse_args(argv)
     record = {"environment": _environment()}  # type: Dict[str, Any]
     if args.what in (None, "speed"):
         record["speed"] = speed(getattr(args, "runs", 21))
     if args.what in (None, "failover"):
         record["failover"] = failover(getattr(args, "seeds", 200))
+    if args.what == "idle":
+        record["idle"] = idle_calls()
     if args.what == "loss":
         record["loss"] = loss(args.host_days, args.jobs)
     print(json.dumps(record, sort_keys=True))
