@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 PY36 := $(VENV36)/bin/python
 REPORT ?= build/report
 SEEDS ?= 20
-DEBIAN_PACKAGES :=
+DEBIAN_PACKAGES := openssl
 
 .PHONY: all demo test lint typecheck unit matrix test36 bench explore clean debian-packages
 

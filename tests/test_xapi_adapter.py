@@ -1,10 +1,13 @@
 """The daemon's xapi adapter (halizard.runtime.xapi) against the wire-level simulated pool and
 against servers that answer garbage: every call ends in one XapiResult by its deadline."""
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
 import pytest
+import XenAPI
 
 from halizard.effects import (
     CONNECTION_REFUSED,
@@ -15,8 +18,10 @@ from halizard.effects import (
     POOL_SESSION,
     STALE,
     TIMEOUT,
+    UNREACHABLE,
     XapiCall,
 )
+from halizard.runtime.transport import transport_for, unverified_context
 from halizard.runtime.xapi import PoolRoles, XapiAdapter, find_masters
 from simulations.xapi import SimulatedPool
 
@@ -322,3 +327,42 @@ def test_the_local_socket_when_the_master_is_gone_and_when_xapi_restarts(unix_po
     fresh = local_adapter(unix_pool, "xs2")
     assert fresh.perform(call("host.is_in_emergency_mode", session=LOCAL_SESSION)).error == (
         CONNECTION_REFUSED,)
+
+
+# --- HTTPS, as xapi's port 443 with its self-signed certificate ---------------------------------
+
+
+@pytest.fixture
+def tls_pool(tmp_path):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=xapi-sim"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    p = SimulatedPool(hosts=["xs1", "xs2"], master="xs1", speed=SPEED,
+                      vms=[{"name": "vm-a", "host": "xs1"}], tls=(cert, key))
+    p.start()
+    p.cert = cert
+    yield p
+    p.stop()
+
+
+def https_adapter(pool, tls):
+    return XapiAdapter(pool.url("xs1"), lambda address: "https://%s:%d" % (address, pool.port),
+                       pool.credentials, tls=tls)
+
+
+def test_https_with_the_pool_certificate_pinned_or_unverified(tls_pool):
+    assert tls_pool.url("xs1").startswith("https://")
+    pinned = ssl.create_default_context(cafile=tls_pool.cert)
+    pinned.check_hostname = False  # xapi's certificate names the host, not its address
+    assert https_adapter(tls_pool, pinned).perform(call("pool.get_all")).ok
+    assert https_adapter(tls_pool, unverified_context()).perform(call("pool.get_all")).ok
+    refused = https_adapter(tls_pool, None).perform(call("pool.get_all"))
+    assert refused.code == UNREACHABLE and "CERTIFICATE_VERIFY_FAILED" in refused.error[1]
+
+
+def test_the_binding_drops_ignore_ssl_when_given_a_transport(tls_pool):
+    url = tls_pool.url("xs1")
+    session = XenAPI.Session(url, transport=transport_for(url, 2.0, 2.0), ignore_ssl=True)
+    with pytest.raises(ssl.SSLError):
+        session.login_with_password(*tls_pool.credentials)

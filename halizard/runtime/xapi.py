@@ -13,11 +13,12 @@ same rule (simulations.executor), so the decision core sees the same results fro
 import errno
 import http.client
 import socket
+import ssl
 import threading
 import time
 import xml.parsers.expat
 import xmlrpc.client
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import XenAPI
 
@@ -103,7 +104,9 @@ class XapiAdapter:
 
     def __init__(self, local_url: str, url_for: Callable[[str], str],
                  credentials: Tuple[str, str], originator: str = ORIGINATOR,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 tls: Optional[ssl.SSLContext] = None) -> None:
+        self.tls = tls  # for https:// endpoints (None: verify against the system's CAs)
         self.local_url = local_url
         self.url_for = url_for
         self.username, self.password = credentials
@@ -144,7 +147,7 @@ class XapiAdapter:
             return XapiResult(error=error)
 
     def _login(self, url: str, kind: str, timeout: float, deadline: float) -> _Endpoint:
-        transport = transport_for(url, timeout, timeout)
+        transport = transport_for(url, timeout, timeout, self.tls)
         transport.deadlines.deadline = deadline
         session = XenAPI.Session(session_uri(url), transport=transport)
         if kind == LOCAL_SESSION:

@@ -15,10 +15,12 @@ pool. The control methods are pinned (tests the project has never seen use them)
 Each host listens on its own loopback address (127.0.0.11, 127.0.0.12, ...) on one common port,
 so that ``host.address`` and ``HOST_IS_SLAVE`` carry a plain address, as on a real pool; with
 ``unix_dir`` also on a Unix socket per host (``unix_path(host)``), which like /var/lib/xcp/xapi
-takes root without a password and never answers HOST_IS_SLAVE.
+takes root without a password and never answers HOST_IS_SLAVE; with ``tls=(cert, key)`` the
+endpoints speak HTTPS, as xapi does on 443 with its self-signed certificate.
 """
 import os
 import secrets
+import ssl
 import time
 import uuid as uuidlib
 from typing import (
@@ -68,7 +70,8 @@ class SimulatedPool:
                  password: Optional[str] = None,
                  host_memory: Union[int, Mapping[str, int]] = HOST_MEMORY,
                  pool_other_config: Optional[Mapping[str, str]] = None,
-                 unix_dir: Optional[str] = None) -> None:
+                 unix_dir: Optional[str] = None,
+                 tls: Optional[Tuple[str, str]] = None) -> None:
         if len(set(hosts)) != len(hosts) or not hosts:
             raise PoolError("hosts must be distinct names, got %r" % (list(hosts),))
         if master not in hosts:
@@ -99,9 +102,14 @@ class SimulatedPool:
             if spec.host is not None:
                 self.world.create_domain(spec.host, spec.uuid)
         self.clock = RealTime(self.world.scheduler, speed)
+        context = None
+        if tls is not None:  # (certificate file, key file): HTTPS like xapi's port 443
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls[0], tls[1])
+        self._scheme = "http" if context is None else "https"
         self._endpoints = {h: Endpoint(h, self._addresses[h], port, self._caller(h),
                                        None if unix_dir is None
-                                       else os.path.join(unix_dir, "%s.xapi" % h))
+                                       else os.path.join(unix_dir, "%s.xapi" % h), context)
                            for h in self.hosts}
         self._identity: Dict[str, Tuple[int, int]] = {}
         self._cut: List[Link] = []
@@ -198,7 +206,7 @@ class SimulatedPool:
 
     def url(self, host: str) -> str:
         ep = self._endpoint(host)
-        return "http://%s:%d" % (ep.address, ep.port)
+        return "%s://%s:%d" % (self._scheme, ep.address, ep.port)
 
     def unix_path(self, host: str) -> str:
         """The host's local socket (like /var/lib/xcp/xapi), if the pool has ``unix_dir``:

@@ -15,6 +15,7 @@ one answer, for as long as it takes (a hung call waits until the endpoint resets
 import http.server
 import os
 import socket
+import ssl
 import struct
 import threading
 from typing import Any, Callable, List, Optional, Set, Tuple
@@ -30,6 +31,7 @@ from simulations.xapi.wire import (
 
 RPC_PATHS = ("/", "/RPC2")
 POLL = 0.05  # seconds between looks at a connection that waits for its answer
+HANDSHAKE_TIMEOUT = 5.0  # seconds a client may take over its TLS handshake
 
 
 class _Slot:
@@ -78,11 +80,12 @@ class Endpoint:
     model."""
 
     def __init__(self, name: str, address: str, port: int, call: Call,
-                 unix_path: Optional[str] = None) -> None:
+                 unix_path: Optional[str] = None, tls: Optional[ssl.SSLContext] = None) -> None:
         self.name = name
         self.address = address
         self.port = port
         self.unix_path = unix_path
+        self.tls = tls  # HTTPS on the TCP port (xapi's 443), with this server context
         self._call = call
         self._lock = threading.Lock()
         self._listeners: List[socket.socket] = []
@@ -165,6 +168,10 @@ class Endpoint:
 
     def _serve(self, conn: _Connection, peer: Tuple[str, int]) -> None:
         try:
+            if self.tls is not None and conn.transport == "tcp":
+                conn.sock.settimeout(HANDSHAKE_TIMEOUT)
+                conn.sock = self.tls.wrap_socket(conn.sock, server_side=True)
+                conn.sock.settimeout(None)
             _Handler(conn.sock, peer, self, conn)
         except (OSError, ValueError):
             pass  # the connection was reset under the handler
