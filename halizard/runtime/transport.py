@@ -76,12 +76,11 @@ def _before_request(transport: Any, deadlines: _Deadlines) -> None:
         deadlines.read_timeout()  # raises if the deadline has passed already
 
 
-class TimeoutTransport(xmlrpc.client.Transport):
-    """Plain HTTP with deadlines (the lab and the simulated pool; xapi's port 80)."""
+class _DeadlineTransport(xmlrpc.client.Transport):
+    """What the three transports share: the deadline applied before every request, and one
+    kept-alive connection made by ``_connect_to``."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
-        super().__init__()
-        self.deadlines = _Deadlines(connect_timeout, read_timeout)
+    deadlines: _Deadlines
 
     def request(self, host: Any, handler: Any, request_body: Any, verbose: bool = False) -> Any:
         _before_request(self, self.deadlines)
@@ -92,12 +91,27 @@ class TimeoutTransport(xmlrpc.client.Transport):
         if cached[1] is not None and host == cached[0]:
             return cached[1]
         chost, self._extra_headers, _ = self.get_host_info(host)
-        connection = _HTTPConnection(chost, self.deadlines)
+        connection = self._connect_to(chost)
         self._connection = host, connection
         return connection
 
+    def _connect_to(self, chost: str) -> http.client.HTTPConnection:
+        raise NotImplementedError
 
-class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
+
+class TimeoutTransport(_DeadlineTransport):
+    """Plain HTTP with deadlines (the lab and the simulated pool; xapi's port 80)."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float) -> None:
+        super().__init__()
+        self.deadlines = _Deadlines(connect_timeout, read_timeout)
+
+    def _connect_to(self, chost: str) -> http.client.HTTPConnection:
+        return _HTTPConnection(chost, self.deadlines)
+
+
+# (mypy: SafeTransport says make_connection returns an HTTPSConnection; ours is typed as its base)
+class TimeoutSafeTransport(_DeadlineTransport, xmlrpc.client.SafeTransport):  # type: ignore[misc]
     """HTTPS with deadlines and an explicit TLS context (xapi's port 443)."""
 
     def __init__(self, connect_timeout: float, read_timeout: float,
@@ -106,18 +120,8 @@ class TimeoutSafeTransport(xmlrpc.client.SafeTransport):
         self.deadlines = _Deadlines(connect_timeout, read_timeout)
         self.tls = context if context is not None else ssl.create_default_context()
 
-    def request(self, host: Any, handler: Any, request_body: Any, verbose: bool = False) -> Any:
-        _before_request(self, self.deadlines)
-        return super().request(host, handler, request_body, verbose)
-
-    def make_connection(self, host: Any) -> http.client.HTTPSConnection:
-        cached = self._connection
-        if isinstance(cached[1], http.client.HTTPSConnection) and host == cached[0]:
-            return cached[1]
-        chost, self._extra_headers, _ = self.get_host_info(host)
-        connection = _HTTPSConnection(chost, self.deadlines, self.tls)
-        self._connection = host, connection
-        return connection
+    def _connect_to(self, chost: str) -> http.client.HTTPConnection:
+        return _HTTPSConnection(chost, self.deadlines, self.tls)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -138,7 +142,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class UnixTransport(xmlrpc.client.Transport):
+class UnixTransport(_DeadlineTransport):
     """This host's own xapi over its Unix socket (/var/lib/xcp/xapi): root without a password,
     and no HOST_IS_SLAVE, so a slave can reach its own xapi whatever its master does."""
 
@@ -147,18 +151,8 @@ class UnixTransport(xmlrpc.client.Transport):
         self.path = path
         self.deadlines = _Deadlines(connect_timeout, read_timeout)
 
-    def request(self, host: Any, handler: Any, request_body: Any, verbose: bool = False) -> Any:
-        _before_request(self, self.deadlines)
-        return super().request(host, handler, request_body, verbose)
-
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:
-        cached = self._connection
-        if cached[1] is not None:
-            return cached[1]
-        _, self._extra_headers, _ = self.get_host_info(host)
-        connection = _UnixConnection(self.path, self.deadlines)
-        self._connection = host, connection
-        return connection
+    def _connect_to(self, chost: str) -> http.client.HTTPConnection:
+        return _UnixConnection(self.path, self.deadlines)
 
 
 UNIX_PREFIX = "unix:"
