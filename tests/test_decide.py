@@ -420,3 +420,32 @@ def test_a_system_shutdown_guards_the_guests_until_xapi_has_stopped_them():
     decision = stopping(11.0, ("uuid-vm-a",), False)
     assert decision.exit
     assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["disarm"]
+
+
+def test_a_master_that_was_not_acting_waits_to_hear_its_peer_before_acting():
+    """R014: a master that comes up (after a reboot, or without holding the role while the peer
+    was out of sight) does not act beside a peer that has not said it is not a master; one that
+    was acting goes on."""
+    halted = view([vm("vm-a", None, state="Halted")])
+    state = evolve(initial_state(0.0, {"settings": {"ha_enabled": True}}))
+    unknown = obs(1.0, probe(1.0), pool=halted, peer_role=None)
+    decision = decide(CFG, state, unknown)
+    assert decision.mode is Mode.STARTING or not decision.acting_master
+    _, state = settle(CFG, state, unknown)
+    decision = decide(CFG, state, obs(2.0, probe(2.0), pool=halted, peer_role=None))
+    assert decision.mode is Mode.NORMAL and not decision.acting_master
+    assert not [a for a in decision.actions if isinstance(a, XapiCall)]
+    assert "waiting to hear whether it is a pool master" in decision.reason
+    # once the peer's xapi has answered as a slave, it acts
+    decision = decide(CFG, decision.state, obs(3.0, probe(3.0), pool=halted, peer_role="slave"))
+    assert decision.acting_master
+    assert [a.method for a in decision.actions if isinstance(a, XapiCall)] == ["Async.VM.start_on"]
+    # and a master that was acting goes on when the peer's state is forgotten and unknown again
+    acting = healthy(pool=view([]))
+    assert acting.acting
+    forgotten = evolve(acting, peer_role=None, peer_beacon=None)
+    decision = decide(CFG, forgotten, obs(11.0, probe(11.0), pool=halted, peer_role=None))
+    assert decision.acting_master
+    decision = decide(CFG, evolve(forgotten, acting=False),
+                      obs(11.0, probe(11.0), pool=halted, peer_role=None))
+    assert not decision.acting_master

@@ -267,7 +267,7 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         # ourselves, at the first decision after we regain it (also after a stall longer than
         # the lease, which no decision saw), and while HA was off, the silence clock starts
         # again.
-        s = evolve(s, silence_floor=obs.now, lease_lapsed=not f.lease_held)
+        s = evolve(s, silence_floor=obs.now, lease_lapsed=not f.lease_held, acting=False)
         f = facts(config, s, obs.now)
     c = _Cycle(config, s, obs, f)
     step, s = _ladder(c, s)
@@ -279,6 +279,8 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     intents = step.intents + watchdog_intents
     exiting = step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs)
     acting = not exiting and _acting_master(config, s, f, step.mode)
+    if acting != s.acting:
+        s = evolve(s, acting=acting)
     # I4, checked where it is decided: only the acting master acts on the pool.
     assert acting or not any(isinstance(a, XapiCall) and pool_action(a.method)
                              for a in step.actions), step.reason
@@ -306,7 +308,19 @@ def _acting_master(config: Config, s: DaemonState, f: Facts, mode: Mode) -> bool
         return False
     if mode in (Mode.SURVIVOR, Mode.STOPPING) and not _holds_master_role(config, s, f.silence):
         return False
-    return not _peer_claims_master(s) or _keeps_master_role(s) is True
+    if _peer_claims_master(s):
+        return _keeps_master_role(s) is True
+    return not f.peer_visible or _may_act_beside(s)
+
+
+def _may_act_beside(s: DaemonState) -> bool:
+    """Whether a master in sight of its peer may act before the peer has said what it is. A
+    master that acted at its previous decision goes on: a peer that became master meanwhile is
+    the one that does not act until it hears this host's beacon. A master that did not (it has
+    just started, or it could not hold the role while the peer was out of sight) may find the
+    peer acting as master already, for instance after a reboot behind a one-way link that hid
+    the new master from its xapi: it waits until the peer has said it is not one (R014)."""
+    return s.acting or _peer_known_not_master(s)
 
 
 def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Observation) -> float:
@@ -479,6 +493,11 @@ def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         return c.step(Mode.STOPPING, "planned shutdown after a self-fence: exiting"), evolve(
             s, handover_requested_at=None)
     peer = _peer_host(s)
+    if (role.is_master and c.f.peer_visible and s.handover_requested_at is None
+            and not _peer_claims_master(s) and not _may_act_beside(s)
+            and (s.mode is not Mode.STOPPING or c.now - s.since < HANDOVER_PATIENCE)):
+        return c.step(Mode.STOPPING, "planned shutdown: waiting to hear whether the peer is a "
+                      "pool master before handing over"), s
     if (_acts_as_master(role.is_master, s.mode) and _acting_master(c.config, s, c.f, Mode.STOPPING)
             and s.handover_requested_at is None
             and c.f.peer_visible and s.view is not None and peer is not None
@@ -527,6 +546,16 @@ def _peer_claims_master(s: DaemonState) -> bool:
     return s.peer_role == "master" or peer_says_master(s)
 
 
+def _peer_known_not_master(s: DaemonState) -> bool:
+    """The peer has said, since it came back in sight, that it is not a pool master: its xapi
+    answered as a slave, or its beacon says slave. (What it said is forgotten whenever it is
+    out of sight.)"""
+    if s.peer_role == "slave":
+        return True
+    peer = parse_beacon(s.peer_beacon)
+    return peer is not None and not peer.claims_master
+
+
 def _keeps_master_role(s: DaemonState) -> Optional[bool]:
     """With two pool masters, whether this one keeps the role: True, False (it yields), or None
     while the guests on both are not yet counted.
@@ -569,6 +598,10 @@ def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     if role.is_master:
         if s.view is None:
             return c.step(Mode.MAINTENANCE, "in maintenance; pool database not readable"), s
+        if peer is not None and c.f.peer_visible and not _acting_master(c.config, s, c.f,
+                                                                       Mode.MAINTENANCE):
+            return c.step(Mode.MAINTENANCE, "in maintenance; waiting to hear whether the peer is "
+                          "a pool master before handing over"), s
         if peer is not None and c.f.peer_visible and _host_healthy(s, peer):
             if _may_request(s.handover_requested_at, c.now):
                 c.xapi(Intent("handover"), "pool.designate_new_master", peer.ref)
@@ -610,6 +643,9 @@ def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
                       % (c.obs.view_error or "no answer")), s
     if _peer_claims_master(s):
         return c.step(Mode.NORMAL, _two_masters(c, s)), s
+    if not _may_act_beside(s):
+        return c.step(Mode.NORMAL, "peer visible; waiting to hear whether it is a pool master "
+                      "before acting as one"), s
     note = _master_duties(c, s, peer_healthy=True)
     return c.step(Mode.NORMAL, "peer visible; " + note), s
 

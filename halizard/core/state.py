@@ -123,6 +123,7 @@ class DaemonState:
     peer_role_at: Optional[float] = None
     peer_guests: Optional[int] = None  # guests the peer's own database says it runs (when master)
     peer_beacon: Optional[str] = None  # what the peer last said about itself (core.beacon)
+    acting: bool = False  # acted as pool master at the previous decision, with no lease gap since
     guests: Optional[Tuple[str, ...]] = None  # from the local toolstack; None = unknown
     # Watchdog.
     watchdog_armed: bool = False
