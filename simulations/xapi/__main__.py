@@ -71,7 +71,6 @@ def serve(argv: List[str], out: Callable[[str], None] = print) -> int:
     except (ScenarioError, PoolError, OSError) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return 2
-    pool.world.vm_names = {pool.vm_uuid(vm.name): vm.name for vm in scenario.vms}
     pool.world.observe(_Narrator(pool, out))
     try:
         pool.start()

@@ -98,6 +98,7 @@ class SimulatedPool:
             master=master, vms=specs, pool_other_config=other, params=params or XapiParams(),
             username=USERNAME, password=self.password)
         self.world.xapi = self.model
+        self.world.vm_names = {spec.uuid: spec.name for spec in specs}
         for spec in specs:
             if spec.host is not None:
                 self.world.create_domain(spec.host, spec.uuid)
