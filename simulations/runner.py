@@ -6,7 +6,7 @@ trace hash on any machine and under any PYTHONHASHSEED.
 import hashlib
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
 
 from halizard.core.config import Config, ConfigError, load_config
 from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, RESTART
@@ -91,6 +91,7 @@ class RunResult:
     wall: float
     sim_seconds: float
     timeline: Optional[Dict[str, Any]] = None
+    transitions: FrozenSet[str] = frozenset()  # "old -> new" daemon modes seen (coverage)
 
     @property
     def unjustified(self) -> int:
@@ -117,6 +118,8 @@ class Tracer:
         self.power: List[Tuple[float, str, str]] = []
         self.log: List[Tuple[float, str, str]] = []
         self._last_mode: Dict[str, str] = {}
+        self._mode: Dict[str, str] = {}
+        self.transitions: Set[str] = set()
         self._last_decision: Dict[str, Tuple[Any, str]] = {}
         self._last_role: Dict[str, str] = {}
 
@@ -130,6 +133,12 @@ class Tracer:
         if self._last_decision.get(host) != key:
             self._last_decision[host] = key
             self._feed(t, host, decision.mode.value, decision.reason)
+            before = self._mode.get(host)
+            mode = decision.mode.value
+            if before != mode:
+                self._mode[host] = mode
+                if before is not None:
+                    self.transitions.add("%s -> %s" % (before, mode))
         if self.keep:
             mode = decision.mode.value
             if self._last_mode.get(host) != mode:
@@ -179,6 +188,10 @@ class Tracer:
 
     def daemon(self, t: int, host: str, what: str) -> None:
         self._feed(t, "daemon", host, what)
+        if what == "started":  # a new process: its state starts in `starting`
+            self._mode[host] = "starting"
+        else:
+            self._mode.pop(host, None)
         if self.keep:
             self.log.append((seconds(t), host, "daemon %s" % what))
 
@@ -322,6 +335,7 @@ class Simulation:
             wall=wall,
             sim_seconds=duration,
             timeline=tracer.timeline(duration) if keep else None,
+            transitions=frozenset(tracer.transitions),
         )
 
     def _judge_end(self) -> None:

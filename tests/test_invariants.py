@@ -138,3 +138,17 @@ def test_crashing_the_survivor_between_any_two_effects_is_safe(offset):
     result = sim.run()
     assert not result.violations and not result.unmet, (result.violations, result.unmet)
     assert survivor.crash_after is None, "the crash point was never reached"
+
+
+def test_runs_report_the_daemon_mode_transitions_they_exercised():
+    """Coverage counters (issue 6): every transition a run makes is one of the table's, and a
+    master crash exercises the survivor's path to takeover."""
+    from halizard.core.state import TRANSITIONS
+    from simulations.matrix import BUILTIN_DIR
+    from simulations.runner import run_scenario
+    from simulations.scenario import load_scenario
+
+    table = {"%s -> %s" % (a.value, b.value) for a, bs in TRANSITIONS.items() for b in bs}
+    result = run_scenario(load_scenario(os.path.join(BUILTIN_DIR, "H02-master-crash.toml")), 0)
+    assert {"starting -> normal", "normal -> survivor", "survivor -> takeover"} <= result.transitions
+    assert result.transitions <= table
