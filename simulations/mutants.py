@@ -15,7 +15,7 @@ import importlib
 import inspect
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from simulations.matrix import BUILTIN_MATRIX, run_matrix
 from simulations.scenario import find_scenarios, load_scenario
@@ -154,9 +154,13 @@ class Verdict:
 def hunt(mutant: Mutant, scenarios: Sequence[Any], seeds: int,
          workers: Optional[int] = None) -> Verdict:
     """Run the scenarios under the mutant; the first failing run (in matrix order) catches it."""
+    return _first_failure(mutant, scenarios, seeds=seeds, workers=workers)
+
+
+def _first_failure(mutant: Mutant, scenarios: Sequence[Any], **matrix: Any) -> Verdict:
     undo = apply(mutant)
     try:
-        summaries, _ = run_matrix(scenarios, seeds=seeds, workers=workers)
+        summaries, _ = run_matrix(scenarios, **matrix)
     finally:
         undo()
     for summary in summaries:
@@ -190,13 +194,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     paths = [args.replay] if args.replay else find_scenarios(list(BUILTIN_MATRIX))
     scenarios = [load_scenario(p) for p in paths]
     caught = 0
-    results: Dict[str, Verdict] = {}
     for mutant in mutants:
         if args.replay and args.seed is not None:
             verdict = hunt_one(mutant, scenarios[0], args.seed)
         else:
             verdict = hunt(mutant, scenarios, args.seeds)
-        results[mutant.name] = verdict
         caught += verdict.caught
         if verdict.caught:
             print("caught  %-34s by %s seed %s: %s" % (mutant.name, verdict.scenario,
@@ -209,17 +211,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def hunt_one(mutant: Mutant, scenario: Any, seed: int) -> Verdict:
-    undo = apply(mutant)
-    try:
-        summaries, _ = run_matrix([scenario], seed=seed, workers=1)
-    finally:
-        undo()
-    run = summaries[0].runs[0]
-    if run.passed:
-        return Verdict(mutant, False)
-    how = "; ".join(["%s %s" % (v.invariant, v.detail) for v in run.violations[:1]]
-                    + run.unmet[:1])
-    return Verdict(mutant, True, scenario.id, seed, how)
+    return _first_failure(mutant, [scenario], seed=seed, workers=1)
 
 
 if __name__ == "__main__":

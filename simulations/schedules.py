@@ -6,7 +6,7 @@ A schedule is written in the public scenario format, so any failure is a scenari
 must hold for every schedule (liveness is the named matrix's job): the expectations are only
 that no invariant breaks.
 """
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set
 
 from halizard.core.config import Config, load_config
 from halizard.core.timing import bounds
@@ -41,10 +41,14 @@ def edges(config: Config) -> List[float]:
                    config.takeover_delay, config.peer_timeout + config.fence_delay})
 
 
-def durations(config: Config, around: float = 0.1) -> List[float]:
+def _around_edges(config: Config) -> Set[float]:
+    """Just below and just above every edge (0.1 s either side)."""
+    return {round(d + e, 1) for d in edges(config) for e in (-0.1, 0.1)}
+
+
+def durations(config: Config) -> List[float]:
     """Durations just below and just above every edge, plus a short and two long ones."""
-    return sorted({round(d + e, 1) for d in edges(config) for e in (-around, around)}
-                  | {0.5, 30.0, 90.0})
+    return sorted(_around_edges(config) | {0.5, 30.0, 90.0})
 
 
 def targets(kind: str) -> List[str]:
@@ -95,8 +99,7 @@ def single_faults(kinds: Sequence[str], config: Config, onsets: Sequence[float] 
     """Every one-fault schedule on a coarse grid: each kind on each target, at each onset (two
     phases of the probe cycle), lasting just below and just above each edge of ``config`` and
     for good (where a kind can last)."""
-    lengths: List[Optional[float]] = [float(d) for d in sorted(
-        {round(e + s, 1) for e in edges(config) for s in (-0.1, 0.1)} | {30.0})]
+    lengths: List[Optional[float]] = list(sorted(_around_edges(config) | {30.0}))
     for kind in kinds:
         spans: List[Optional[float]]
         if kind in INSTANT:

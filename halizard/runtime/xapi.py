@@ -54,9 +54,8 @@ def classify(exc: BaseException) -> Tuple[str, ...]:
     if isinstance(exc, xmlrpc.client.Fault):
         # The binding's own faults: 500 after three SESSION_INVALIDs, 401 when it has no
         # login to repeat, 504 when a login hit the kernel's connect timeout.
-        if exc.faultCode in (500, 401) and "session" in str(exc.faultString).lower():
-            return (SESSION_INVALID,)
-        if exc.faultCode == 401:
+        if exc.faultCode == 401 or (exc.faultCode == 500
+                                    and "session" in str(exc.faultString).lower()):
             return (SESSION_INVALID,)
         if exc.faultCode == 504:
             return (TIMEOUT,)
