@@ -196,6 +196,28 @@ class FenceOutcome(NamedTuple):
     result: str  # "off" | "on" | "failed" | "timeout" | "unreachable"
 
 
+class StartCall(NamedTuple):
+    """Perform ``call`` in the background (a long poll such as ``event.from``, which must not
+    hold up a cycle); the answer is CallStarted at once, the result arrives later through
+    CollectCalls. The call keeps its own timeout: no background call is unbounded."""
+
+    call: XapiCall
+
+
+class CallStarted(NamedTuple):
+    job: int
+
+
+class CollectCalls(NamedTuple):
+    """Results of background calls that finished since the last collection: a tuple of
+    CallOutcome. A daemon that restarts forgets its jobs (their results are dropped)."""
+
+
+class CallOutcome(NamedTuple):
+    job: int
+    result: XapiResult
+
+
 class Parallel(NamedTuple):
     """Run several effects at once; the result is the tuple of their results, in order."""
 
@@ -230,6 +252,8 @@ Effect = Union[
     WatchdogControl,
     StartFence,
     CollectFenceResults,
+    StartCall,
+    CollectCalls,
     Parallel,
     Enact,
     LoadState,

@@ -49,9 +49,10 @@ def run(config: Config) -> Loop:
     while True:
         decision = yield from cycle(config, templates, state, now)
         state = decision.state
-        if state.settings_dirty:
-            yield SaveState({"settings": state.settings.to_dict()})
-            state = evolve(state, settings_dirty=False)
+        if state.cache_dirty:
+            yield SaveState({"settings": state.settings.to_dict(),
+                             "vms": [vm.to_dict() for vm in state.known_vms]})
+            state = evolve(state, cache_dirty=False)
         if decision.exit:
             return
         now = yield Sleep(until=decision.next_cycle)

@@ -74,6 +74,8 @@ class SimDaemon:
         self.heard_since = 0.0
         self.fence_jobs = 0
         self.fence_done: List[fx.FenceOutcome] = []
+        self.calls_started = 0
+        self.calls_done: List[fx.CallOutcome] = []
         self.decision: Any = None
         self.crash_after: Optional[int] = None  # exploration hook: crash before effect N
         self.effects = 0
@@ -90,6 +92,8 @@ class SimDaemon:
             fx.Probe: self._start_probe,
             fx.ListGuests: self._list_guests,
             fx.CollectFenceResults: self._collect_fence,
+            fx.StartCall: self._start_call,
+            fx.CollectCalls: self._collect_calls,
             fx.LoadState: self._load_state,
             fx.SaveState: self._save_state,
             fx.XapiCall: self._xapi_call,
@@ -111,6 +115,7 @@ class SimDaemon:
         self.heard = []
         self.heard_since = self.host.clock.monotonic(self.sched.t)
         self.fence_done = []
+        self.calls_done = []
         self.decision = None
         self.gen = run(self.config)
         self.world.notify("daemon", self.name, "started")
@@ -313,6 +318,25 @@ class SimDaemon:
     def _collect_fence(self, effect: fx.CollectFenceResults, generation: int,
                        slot: Optional[Slot]) -> Tuple[bool, Any]:
         done, self.fence_done = tuple(self.fence_done), []
+        return True, done
+
+    def _start_call(self, effect: fx.StartCall, generation: int, slot: Optional[Slot]
+                    ) -> Tuple[bool, Any]:
+        self.calls_started += 1
+        job = self.calls_started
+
+        def done(result: fx.XapiResult) -> None:
+            if generation == self.generation:  # a restarted daemon has forgotten the job
+                self.calls_done.append(fx.CallOutcome(job, result))
+
+        self._xapi(effect.call, done)
+        return True, fx.CallStarted(job)
+
+    def _collect_calls(self, effect: fx.CollectCalls, generation: int, slot: Optional[Slot]
+                       ) -> Tuple[bool, Any]:
+        if not self.calls_done:
+            return True, ()
+        done, self.calls_done = tuple(self.calls_done), []
         return True, done
 
     def _load_state(self, effect: fx.LoadState, generation: int, slot: Optional[Slot]

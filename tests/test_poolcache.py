@@ -66,7 +66,7 @@ def test_a_view_from_events_equals_a_view_from_reads():
         s = XenAPI.Session(url, transport=transport_for(url, 5.0, 5.0))
         s.xenapi.login_with_password(*pool.credentials)
         records = apply_events(EMPTY, "", _event_from(s, "", 0.0))
-        assert records.view() == _fresh_view(s)
+        assert records.view(s.xenapi.host_metrics.get_all_records()) == _fresh_view(s)
 
         vms = {v["name_label"]: r for r, v in s.xenapi.VM.get_all_records().items()}
         hosts = {h["name_label"]: r for r, h in s.xenapi.host.get_all_records().items()}
@@ -78,9 +78,10 @@ def test_a_view_from_events_equals_a_view_from_reads():
         deadline = time.monotonic() + 5.0
         while True:  # coalesced deltas, possibly over several replies
             records = apply_events(records, records.token, _event_from(s, records.token, 0.0))
-            if records.view() == _fresh_view(s) or time.monotonic() > deadline:
+            metrics = s.xenapi.host_metrics.get_all_records()
+            if records.view(metrics) == _fresh_view(s) or time.monotonic() > deadline:
                 break
-        view = records.view()
+        view = records.view(s.xenapi.host_metrics.get_all_records())
         assert view == _fresh_view(s)
         assert view.vm(pool.vm_uuid("vm-b")).power_state == "Halted"
         assert view.maintenance == frozenset([pool.host_uuid("xs2")])

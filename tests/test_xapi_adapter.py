@@ -9,6 +9,7 @@ import time
 import pytest
 import XenAPI
 
+from halizard.core.watch import absorb, poll, retarget, started, view_of, with_metrics
 from halizard.effects import (
     CONNECTION_REFUSED,
     CONNECTION_RESET,
@@ -19,6 +20,7 @@ from halizard.effects import (
     STALE,
     TIMEOUT,
     UNREACHABLE,
+    CallOutcome,
     XapiCall,
 )
 from halizard.runtime.transport import transport_for, unverified_context
@@ -366,3 +368,32 @@ def test_the_binding_drops_ignore_ssl_when_given_a_transport(tls_pool):
     session = XenAPI.Session(url, transport=transport_for(url, 2.0, 2.0), ignore_ssl=True)
     with pytest.raises(ssl.SSLError):
         session.login_with_password(*tls_pool.credentials)
+
+
+def test_the_watch_follows_the_pool_over_the_wire(pool):
+    """The daemon's watcher (halizard.core.watch) with the adapter: a full resync, then a poll
+    that is out while an administrator writes, which answers with that change."""
+    adapter = adapter_on(pool, "xs1")
+    watch = retarget(None, LOCAL, POOL_SESSION)
+    poll_call = poll(watch, time.monotonic(), 0.5)
+    watch = started(watch, 1, poll_call.args[1], time.monotonic())
+    watch = absorb(watch, (CallOutcome(1, adapter.perform(poll_call)),), time.monotonic())
+    assert watch.error == "" and watch.records.token
+    watch = with_metrics(watch, adapter.perform(call("host_metrics.get_all_records")).value)
+    view = view_of(watch)
+    assert view.ha_enabled and view.vm(pool.vm_uuid("vm-a")).running
+    assert view.host(pool.host_uuid("xs2")).live
+
+    poll_call = poll(watch, time.monotonic(), 0.5)
+    watch = started(watch, 2, poll_call.args[1], time.monotonic())
+    answers = []
+    poller = threading.Thread(target=lambda: answers.append(adapter.perform(poll_call)))
+    poller.start()  # its own thread, so its own session: the daemon's background call
+    pool_ref = adapter.perform(call("pool.get_all")).value[0]
+    assert adapter.perform(call("pool.remove_from_other_config", pool_ref,
+                                "halizard.enabled")).ok
+    poller.join(poll_call.timeout + 1.0)
+    assert answers and answers[0].ok, answers
+    watch = absorb(watch, (CallOutcome(2, answers[0]),), time.monotonic())
+    assert not view_of(watch).ha_enabled  # the change, not the poll's timeout, answered
+    assert view_of(watch).vms == view.vms

@@ -127,16 +127,19 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
     probe_changes(config, state, obs.probe, changes)
     if obs.guests is not None:
         changes["guests"] = obs.guests.uuids if obs.guests.ok else None
+    if obs.watch is not s.watch:
+        changes["watch"] = obs.watch
     if obs.view is not None:
         changes["view"] = obs.view
-        changes["view_at"] = obs.now
+        if not obs.watched:
+            changes["view_at"] = obs.now  # when the pool database was last read in full
     if obs.settings is not None:
         settings = obs.settings
-        if not obs.role.is_master:
+        if not obs.role.is_master and not obs.watched:
             changes["view_at"] = obs.now  # a slave's "view" is the settings it last read
         if settings != s.settings:
             changes["settings"] = settings
-            changes["settings_dirty"] = True
+            changes["cache_dirty"] = True
             left = s.settings.maintenance - settings.maintenance
             changes["reenable"] = (s.reenable | left) - settings.maintenance
     if obs.view is not None:
@@ -146,6 +149,11 @@ def absorb_observation(config: Config, state: DaemonState, obs: Observation) -> 
     elif obs.role.is_master and obs.view_error:
         # The master's own database is unreachable: nothing in the old view may be acted on.
         changes["view"] = None
+    if obs.known is not None and obs.known != s.known_vms:
+        changes["known_vms"] = obs.known
+        changes["cache_dirty"] = True
+    if obs.reread:
+        changes["view_at"] = None  # the watch saw a change: read the database in full next
     if obs.peer_role is not None:
         changes["peer_role"] = obs.peer_role
         changes["peer_role_at"] = obs.now
@@ -655,7 +663,7 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     config = c.config
     role = c.obs.role
     silence = f.silence
-    lost = "peer silent %s, gateway visible" % _fmt(silence)
+    lost = "peer silent %s, gateway visible%s" % (_fmt(silence), _stranded_note(s))
 
     # Proof that the peer's guests are dead.
     if not s.peer_dead:
@@ -705,6 +713,14 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     busy = bool(c.actions) or any(t.kind == "start" for t in s.tasks)
     return c.step(Mode.TAKEOVER if busy else Mode.SURVIVOR,
                   "peer certainly dead (%s); %s" % (s.peer_dead_reason, note)), s
+
+
+def _stranded_note(s: DaemonState) -> str:
+    """What the local cache says ran on the peer: the operator's first question, answered even
+    while the pool database is out of reach (a slave whose master is gone)."""
+    there = sum(1 for v in s.known_vms if v.host is not None and v.host != s.local_uuid)
+    return "; %d protected VM%s last seen on it" % (there, "" if there == 1 else "s") \
+        if there else ""
 
 
 def _fence(c: _Cycle, s: DaemonState, silence: float) -> Tuple[DaemonState, str]:

@@ -9,18 +9,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+from halizard.core import watch as watching
 from halizard.core.beacon import beacon, parse_beacon
 from halizard.core.config import Config
 from halizard.core.pool import (
+    KnownVm,
     PoolParseError,
     PoolView,
     Settings,
+    known_vms,
     parse_pool,
     parse_settings,
     settings_of,
 )
 from halizard.core.state import DaemonState, Mode
 from halizard.core.timing import read_budget
+from halizard.core.watch import Watch
 from halizard.effects import (
     CONNECTION_REFUSED,
     GARBAGE,
@@ -29,12 +33,15 @@ from halizard.effects import (
     STALE,
     TIMEOUT,
     UNREACHABLE,
+    CallStarted,
+    CollectCalls,
     CollectFenceResults,
     GuestList,
     ListGuests,
     PoolRole,
     Probe,
     ProbeReport,
+    StartCall,
     XapiCall,
     XapiResult,
 )
@@ -46,7 +53,9 @@ POOL_READS = (
     "VM.get_all_records",
 )
 PEER_ROLE_RECHECK = 30.0  # seconds between checks that the peer's xapi is our slave
-POOL_REFRESH = 5.0  # seconds between pool database reads in a quiet steady state
+POOL_REFRESH = 5.0  # seconds between pool database reads in a quiet steady state, unwatched
+FULL_REFRESH = 120.0  # the same while the watcher keeps the view current (host_metrics, and a
+                      # consistency check of the watched records)
 QUICK_WAIT = 0.1  # how long a round waits for replies from a peer that is already silent
 
 
@@ -59,6 +68,12 @@ class ReadPlan(NamedTuple):
     peer_vms_at: Optional[int]
     tasks_at: Tuple[Tuple[str, int], ...]
     fence_at: Optional[int]
+    watch: Optional[Watch] = None  # the watch this cycle, before its outcomes
+    # The reply of the poll in flight is newer than the last full read (the poll was sent
+    # after it): its records may replace the view. Otherwise a change it reports is read again.
+    watch_newer: bool = False
+    watch_start_at: Optional[int] = None  # index of the StartCall of a new poll
+    calls_at: Optional[int] = None  # index of the CollectCalls
 
 
 class Observation(NamedTuple):
@@ -77,6 +92,10 @@ class Observation(NamedTuple):
     tasks: Tuple[Tuple[str, XapiResult], ...]
     fence: Tuple[Any, ...]
     shutting_down: bool = False  # the system is going down, not only the daemon (effects.Now)
+    watch: Optional[Watch] = None  # the watch after this cycle's outcomes
+    watched: bool = False  # ``view`` / ``settings`` came from the watch, not from full reads
+    reread: bool = False  # the watch saw a change it cannot tell is newer: read in full next
+    known: Optional[Tuple[KnownVm, ...]] = None  # protected VMs as seen now (the local cache)
 
 
 @dataclass(frozen=True)
@@ -114,16 +133,38 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
     peer_claims_master = peer_says_master(state)
     peer_address = config.peer_addresses[0]
 
+    # The watcher (halizard.core.watch): a master watches its own xapi, a slave its master
+    # while the master is visible.
+    watch = state.watch
+    call = None
+    if role.is_master or (role.master_address is not None
+                          and (peer_recent or state.mode is Mode.STARTING)):
+        watch = watching.retarget(watch, LOCAL if role.is_master else role.master_address,
+                                  POOL_SESSION)
+        call = watching.poll(watch, now, config.xapi_timeout)
+    watch_start_at = None
+    calls_at = None
+    if watch is not None:
+        calls_at = len(effects)
+        effects.append(COLLECT_CALLS)
+    if call is not None:
+        watch_start_at = len(effects)
+        effects.append(StartCall(call))
+
     # A master reads the whole pool database, but in a quiet steady state only every
-    # POOL_REFRESH seconds: xapi refuses to start a VM that is not halted, so acting on a view
-    # a few seconds old is safe, and the daemon must not load xapi with a stream of calls. A
-    # slave reads only the pool record (the settings it caches), and only from a visible master
-    # (a slave's database calls hang while its master is unreachable).
+    # POOL_REFRESH seconds, or every FULL_REFRESH while the watcher keeps its view current:
+    # xapi refuses to start a VM that is not halted, so acting on a view a few seconds old is
+    # safe, and the daemon must not load xapi with a stream of calls. A slave reads only the
+    # pool record (the settings it caches), and only from a visible master (a slave's database
+    # calls hang while its master is unreachable).
     pool_at = None
     pool_address = None
     pool_reads: Tuple[str, ...] = ()
+    refresh = POOL_REFRESH
+    if watch is not None and watch.is_current(now, config):
+        refresh = FULL_REFRESH
     quiet = state.mode is Mode.NORMAL and state.view_at is not None \
-        and now - state.view_at < POOL_REFRESH
+        and now - state.view_at < refresh
     if role.is_master:
         if not (quiet and state.view is not None and not state.tasks and not state.needs_sync
                 and not state.reenable and not state.settings.maintenance
@@ -171,8 +212,14 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
     if state.fence_job is not None:
         fence_at = len(effects)
         effects.append(CollectFenceResults())
+    watch_newer = watch is not None and watch.polling_since is not None and (
+        state.view_at is None or watch.polling_since > state.view_at)
     return ReadPlan(tuple(effects), pool_at, len(pool_reads), pool_address, peer_role_at,
-                    peer_vms_at, tuple(tasks_at), fence_at)
+                    peer_vms_at, tuple(tasks_at), fence_at, watch, watch_newer, watch_start_at,
+                    calls_at)
+
+
+COLLECT_CALLS = CollectCalls()
 
 
 @lru_cache(maxsize=64)
@@ -241,8 +288,53 @@ def observe(
             peer_guests = count_own_guests(answer.value, results[plan.peer_vms_at].value)
     tasks = tuple((ref, results[i]) for ref, i in plan.tasks_at) if plan.tasks_at else ()
     fence = tuple(results[plan.fence_at]) if plan.fence_at is not None else ()
+    watch, watched, reread = plan.watch, False, False
+    if watch is not None:
+        watch, view, settings, watched, reread = _watched(plan, results, watch, role,
+                                                          cycle_start, view, settings)
+    known = None
+    if view is not None:
+        known = known_vms(view)
+    elif watch is not None and plan.watch is not None \
+            and watch.records.tables is not plan.watch.records.tables:
+        try:  # a slave: what its master's database says (metrics do not matter here)
+            known = known_vms(watching.view_of(watch))
+        except PoolParseError:
+            pass
     return Observation(cycle_start, now, wall, stop_requested, role, probe, guests, view,
-                       settings, view_error, peer_role, peer_guests, tasks, fence, shutting_down)
+                       settings, view_error, peer_role, peer_guests, tasks, fence, shutting_down,
+                       watch, watched, reread, known)
+
+
+def _watched(plan: ReadPlan, results: Tuple[Any, ...], watch: Watch, role: PoolRole,
+             cycle_start: float, view: Optional[PoolView], settings: Optional[Settings]
+             ) -> Tuple[Watch, Optional[PoolView], Optional[Settings], bool, bool]:
+    """The watch after this cycle's outcomes, and what its records say when they changed and no
+    full read answered this cycle: (watch, view, settings, watched, reread)."""
+    before = watch.records
+    if plan.calls_at is not None:
+        watch = watching.absorb(watch, results[plan.calls_at], cycle_start)
+    if plan.watch_start_at is not None:
+        started: CallStarted = results[plan.watch_start_at]
+        call: XapiCall = plan.effects[plan.watch_start_at].call
+        watch = watching.started(watch, started.job, call.args[1], cycle_start)
+    if view is not None and plan.pool_at is not None and plan.pool_reads == len(POOL_READS):
+        watch = watching.with_metrics(watch, results[plan.pool_at + 2].value)
+    if watch.records.tables is before.tables or view is not None or settings is not None:
+        return watch, view, settings, False, False
+    if not plan.watch_newer:
+        return watch, view, settings, False, True
+    try:
+        if role.is_master and watch.address is LOCAL:
+            if not watch.metrics:
+                return watch, view, settings, False, True
+            view = watching.view_of(watch)
+            return watch, view, settings_of(view), True, False
+        if not role.is_master and watch.address == role.master_address:
+            return watch, view, parse_settings(watch.records.table("pool")), True, False
+    except PoolParseError:
+        return watching.resync(watch), view, settings, False, True
+    return watch, view, settings, False, False
 
 
 def count_own_guests(pools: Any, vms: Any) -> Optional[int]:

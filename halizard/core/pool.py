@@ -120,6 +120,40 @@ class Settings:
             return Settings()
 
 
+@dataclass(frozen=True)
+class KnownVm:
+    """A protected VM as this host last saw it. Kept on disk with the settings, so that a host
+    that has lost its master (whose own xapi then hangs on database calls) and a daemon that
+    restarts meanwhile still know which protected VMs ran where."""
+
+    uuid: str
+    name: str
+    host: Optional[str]  # host uuid it was running on, None when halted
+    policy: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"uuid": self.uuid, "name": self.name, "host": self.host, "policy": self.policy}
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> "KnownVm":
+        host = data.get("host")
+        return KnownVm(str(data["uuid"]), str(data.get("name", "")),
+                       None if host is None else str(host), str(data.get("policy", NEVER)))
+
+
+def known_vms(view: PoolView) -> Tuple[KnownVm, ...]:
+    return tuple(KnownVm(v.uuid, v.name, v.resident_on if v.running else None, v.policy)
+                 for v in view.vms if v.protected)
+
+
+def load_known_vms(data: Any) -> Tuple[KnownVm, ...]:
+    """The cache as saved (an empty one when it does not parse: it is only a cache)."""
+    try:
+        return tuple(KnownVm.from_dict(item) for item in data)
+    except (TypeError, KeyError, AttributeError):
+        return ()
+
+
 def settings_of(view: PoolView) -> Settings:
     return Settings(view.ha_enabled, view.native_ha, view.maintenance)
 

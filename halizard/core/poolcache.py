@@ -5,13 +5,16 @@ object) and applies each reply here; the view is then built by the same parser a
 ``get_all_records`` (halizard.core.pool.parse_pool), so a view from events and a view from reads
 cannot differ. Replies that do not have xapi's shape raise PoolParseError and change nothing.
 
-(Not yet wired into the loop: the issue-3 watcher will keep one of these per watched master.)
+The watched classes are those whose records change only when an administrator or a VM's
+lifecycle changes something: ``pool``, ``host`` and ``VM``. ``host_metrics`` is noisy (xapi
+rewrites it as memory figures move, research/xenapi.md 2.6) and gives the view only ``live`` and
+``memory_total``: the caller passes it in from its last full read (halizard.core.watch).
 """
 from typing import Any, Dict, Mapping, NamedTuple, Tuple
 
 from halizard.core.pool import PoolParseError, PoolView, parse_pool
 
-WATCHED = ("pool", "host", "host_metrics", "VM")  # the classes parse_pool needs
+WATCHED = ("pool", "host", "VM")
 _CLASS = {cls.lower(): cls for cls in WATCHED}
 
 Records = Mapping[str, Mapping[str, Any]]  # ref -> record
@@ -26,9 +29,10 @@ class PoolRecords(NamedTuple):
     def table(self, cls: str) -> Records:
         return dict(self.tables)[cls]
 
-    def view(self) -> PoolView:
+    def view(self, metrics: Records) -> PoolView:
+        """The view, with ``metrics`` (``host_metrics.get_all_records``) from a full read."""
         tables = dict(self.tables)
-        return parse_pool(tables["pool"], tables["host"], tables["host_metrics"], tables["VM"])
+        return parse_pool(tables["pool"], tables["host"], metrics, tables["VM"])
 
 
 EMPTY = PoolRecords("", tuple((cls, {}) for cls in WATCHED))
@@ -44,6 +48,8 @@ def apply_events(records: PoolRecords, asked_with: str, reply: Any) -> PoolRecor
     if not isinstance(events, list) or not isinstance(token, str) or not token:
         raise PoolParseError("event.from reply without events or token")
     base = EMPTY if asked_with == "" else records
+    if not events and base is records:
+        return records._replace(token=token)  # nothing changed: the same tables
     tables: Dict[str, Dict[str, Any]] = {}
     for event in events:
         if not isinstance(event, Mapping):

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
-from halizard.core.pool import PoolView, Settings
+from halizard.core.pool import KnownVm, PoolView, Settings, load_known_vms
+from halizard.core.watch import Watch
 from halizard.effects import PoolRole
 
 
@@ -116,9 +117,11 @@ class DaemonState:
     role: Optional[PoolRole] = None
     local_uuid: Optional[str] = None
     settings: Settings = Settings()
-    settings_dirty: bool = False
+    known_vms: Tuple[KnownVm, ...] = ()  # protected VMs and where they ran, as last seen
+    cache_dirty: bool = False  # settings or known_vms changed: save them (the local cache)
     view: Optional[PoolView] = None
-    view_at: Optional[float] = None
+    view_at: Optional[float] = None  # when the pool database was last read in full
+    watch: Optional[Watch] = None  # the event.from watcher (halizard.core.watch)
     peer_role: Optional[str] = None  # "master" | "slave" | "other:<code>" | None
     peer_role_at: Optional[float] = None
     peer_guests: Optional[int] = None  # guests the peer's own database says it runs (when master)
@@ -156,14 +159,17 @@ def evolve(state: DaemonState, **changes: Any) -> DaemonState:
 
 def initial_state(started_at: float, saved: Optional[Mapping[str, Any]]) -> DaemonState:
     settings = Settings()
+    known: Tuple[KnownVm, ...] = ()
     if saved and isinstance(saved.get("settings"), dict):
         settings = Settings.from_dict(saved["settings"])
+    if saved:
+        known = load_known_vms(saved.get("vms", ()))
     # No lease at start: the silence clock starts at the first decision made with contact
     # (regression R005: a process stalled right after starting must not count the stall as the
     # peer's silence).
     return DaemonState(
         mode=Mode.STARTING, since=started_at, started_at=started_at, silence_floor=started_at,
-        lease_lapsed=True, settings=settings,
+        lease_lapsed=True, settings=settings, known_vms=known,
     )
 
 
