@@ -1,7 +1,7 @@
 """The pool watcher (halizard.core.watch): its bookkeeping, and in the simulator, that a change an
 administrator makes reaches both daemons within a cycle or two without full reads."""
 from halizard.core.config import load_config
-from halizard.core.pool import KEY_ENABLED
+from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART
 from halizard.core.state import Mode, initial_state
 from halizard.core.watch import (
     RETRY,
@@ -38,7 +38,7 @@ FULL = [
     _add("host", HOST_REF, {"uuid": "h-1", "name_label": "xs1", "address": "198.18.0.1",
                             "enabled": True, "metrics": METRICS_REF}),
     _add("vm", VM_REF, {"uuid": "v-1", "name_label": "vm-a", "power_state": "Running",
-                        "resident_on": HOST_REF, "other_config": {"halizard.restart": "restart"}}),
+                        "resident_on": HOST_REF, "other_config": {KEY_VM_RESTART: "restart"}}),
 ]
 
 

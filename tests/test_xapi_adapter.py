@@ -9,6 +9,7 @@ import time
 import pytest
 import XenAPI
 
+from halizard.core.pool import KEY_ENABLED
 from halizard.core.watch import absorb, poll, retarget, started, view_of, with_metrics
 from halizard.effects import (
     CONNECTION_REFUSED,
@@ -391,7 +392,7 @@ def test_the_watch_follows_the_pool_over_the_wire(pool):
     poller.start()  # its own thread, so its own session: the daemon's background call
     pool_ref = adapter.perform(call("pool.get_all")).value[0]
     assert adapter.perform(call("pool.remove_from_other_config", pool_ref,
-                                "halizard.enabled")).ok
+                                KEY_ENABLED)).ok
     poller.join(poll_call.timeout + 1.0)
     assert answers and answers[0].ok, answers
     watch = absorb(watch, (CallOutcome(2, answers[0]),), time.monotonic())

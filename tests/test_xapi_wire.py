@@ -18,6 +18,7 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
+from halizard.core.pool import KEY_ENABLED
 from halizard.runtime.transport import transport_for
 from simulations.xapi import PoolError, SimulatedPool
 from simulations.xapi.model import XapiParams
@@ -483,9 +484,9 @@ def test_event_from_rejects_bad_tokens_and_subscriptions_and_ends_with_its_sessi
 def test_error_parameter_orders_for_maps_uuids_and_busy_vms(pool):
     s = login(pool)
     pool_ref = s.xenapi.pool.get_all()[0]
-    assert s.xenapi.pool.get_other_config(pool_ref)["halizard.enabled"] == "true"
-    assert failure(s.xenapi.pool.add_to_other_config, pool_ref, "halizard.enabled", "x") == [
-        "MAP_DUPLICATE_KEY", "pool", "other_config", pool_ref, "halizard.enabled"]
+    assert s.xenapi.pool.get_other_config(pool_ref)[KEY_ENABLED] == "true"
+    assert failure(s.xenapi.pool.add_to_other_config, pool_ref, KEY_ENABLED, "x") == [
+        "MAP_DUPLICATE_KEY", "pool", "other_config", pool_ref, KEY_ENABLED]
     s.xenapi.pool.remove_from_other_config(pool_ref, "no-such-key")  # absent: fine
     assert failure(s.xenapi.VM.get_by_uuid, "0000") == ["UUID_INVALID", "VM", "0000"]
     vm_c, xs2 = vm_ref(s, "vm-c"), host_ref(s, "xs2")

@@ -12,10 +12,14 @@ from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
 
 NULL_REF = "OpaqueRef:NULL"
 
-KEY_ENABLED = "halizard.enabled"
-KEY_DEFAULT_RESTART = "halizard.default-restart"
+# Keys an administrator sets are XenCenter custom fields (``XenCenter.CustomFields.<name>``), so
+# XenCenter and Xen Orchestra show and edit them beside the pool and each VM. Maintenance flags
+# are the daemon's own bookkeeping, set through `halizard maintenance`.
+CUSTOM_FIELD = "XenCenter.CustomFields."
+KEY_ENABLED = CUSTOM_FIELD + "halizard-enabled"
+KEY_DEFAULT_RESTART = CUSTOM_FIELD + "halizard-default-restart"
+KEY_VM_RESTART = CUSTOM_FIELD + "halizard-restart"
 KEY_MAINTENANCE_PREFIX = "halizard.maintenance."
-KEY_VM_RESTART = "halizard.restart"
 
 RESTART = "restart"
 BEST_EFFORT = "best-effort"
