@@ -2,6 +2,8 @@
 
     halizard simulate [FILE_OR_DIR ...] [--seeds N] [--seed S] [--config FILE] [--json] [--report DIR]
     halizard config validate FILE
+    halizard status [--json] | enable | disable [--yes]        (halizard.cli_pool)
+    halizard vm list [--json] | vm set NAME_OR_UUID... [--restart P] [--order N] [--start-delay S]
     halizard --version
 
 The exit status of `simulate` is 0 only when every scenario passed.
@@ -138,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "timing inequalities with their numbers")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_config_validate)
+
+    from halizard.cli_pool import register
+
+    register(sub)
     return parser
 
 

@@ -921,6 +921,8 @@ class XapiPool:
             add(cls + ".add_to_other_config", self._add_to_other_config(cls), (3, 3))
             add(cls + ".remove_from_other_config", self._remove_from_other_config(cls), (2, 2))
         add("pool.set_other_config", self._set_other_config, (2, 2))
+        for name in ("order", "start_delay"):
+            add("VM.set_" + name, self._set_int_field("VM", name), (2, 2))
 
         add("pool.emergency_transition_to_master", self._emergency_transition, (0, 0), LOCAL, True)
         add("pool.emergency_reset_master", self._emergency_reset_master, (1, 1), LOCAL, True)
@@ -1064,6 +1066,22 @@ class XapiPool:
                 other = dict(record["other_config"])
                 del other[key]
                 ctx.db.update(ctx.db.tables[cls], ref, other_config=other)
+            ctx.ok("")
+        return handler
+
+    def _set_int_field(self, cls: str, name: str) -> Handler:
+        """An int64 field's setter: the value travels as a decimal string."""
+        def handler(ctx: _Ctx, args: List[Any]) -> None:
+            ref, value = args
+            record = self._record(ctx, cls, ref)
+            if record is None:
+                return
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                ctx.fail(["FIELD_TYPE_ERROR", name])
+                return
+            ctx.db.update(ctx.db.tables[cls], ref, **{name: str(number)})
             ctx.ok("")
         return handler
 
@@ -1871,6 +1889,13 @@ class XapiPool:
         x = self._xapis[host]
         if x.state not in ("off", "down"):  # "down": stopped for good by a host shutdown
             self._restart(x, duration)
+
+    def set_native_ha(self, on: bool) -> None:
+        """XenServer's own HA switched on or off (``pool.ha_enabled``) in the master's database:
+        what `xe pool-ha-enable` leaves behind, without its heartbeat SR."""
+        for x in self._xapis.values():
+            if x.running_master:
+                x.db.update(x.db.pool, x.db.pool_ref(), ha_enabled=on)
 
     def fail_next_starts(self, vm_uuid: str, times: int,
                          error: Optional[Sequence[str]] = None) -> None:

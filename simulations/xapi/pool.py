@@ -314,6 +314,10 @@ class SimulatedPool:
 
     # --- inspection -----------------------------------------------------------------------------
 
+    def set_native_ha(self, on: bool = True) -> None:
+        """Switch XenServer's own HA flag in the pool database (halizard must stand down)."""
+        self.clock.run(self.model.set_native_ha, on)
+
     def now(self) -> float:
         """Virtual seconds since the pool was built."""
         return self.clock.run(lambda: self.world.now / NS)

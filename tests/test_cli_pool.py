@@ -1,0 +1,139 @@
+"""The operator's pool commands against the wire-level simulated pool, with the real XenAPI
+client underneath (halizard.admin over halizard.runtime.xapi)."""
+import json
+import os
+
+import pytest
+import XenAPI
+
+from halizard.cli import main
+from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART
+from halizard.runtime.transport import transport_for
+from simulations.xapi import SimulatedPool
+
+pytestmark = pytest.mark.runtime
+
+VMS = [{"name": "my web server", "host": "xs1", "restart": "restart"},
+       {"name": "db", "host": "xs2", "restart": "best-effort"},
+       {"name": "dup", "host": None}, {"name": "dup", "host": None, "uuid": "dup-2"},
+       {"name": "scratch", "host": "xs2"}]
+
+
+@pytest.fixture
+def pool():
+    p = SimulatedPool(hosts=["xs1", "xs2"], master="xs1", vms=VMS, speed=20.0,
+                      boot_time=(3.0, 4.0))
+    p.start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def login(pool, tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text(pool.credentials[1] + "\n")
+    os.chmod(str(secret), 0o600)
+    return ["--xapi", pool.url("xs1"), "--password-file", str(secret)]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def session(pool):
+    url = pool.url("xs1")
+    s = XenAPI.Session(url, transport=transport_for(url, 5.0, 5.0))
+    s.xenapi.login_with_password(*pool.credentials)
+    return s
+
+
+def vm_record(pool, name):
+    s = session(pool)
+    return s.xenapi.VM.get_record(s.xenapi.VM.get_by_uuid(pool.vm_uuid(name)))
+
+
+def test_status_is_healthy_then_degraded_when_the_peer_crashes(pool, login, capsys):
+    code, out, _ = run(capsys, "status", "--json", *login)
+    report = json.loads(out)
+    assert code == 0 and report["health"] == "healthy", report["problems"]
+    assert report["master"] == "xs1" and {h["xapi"] for h in report["hosts"]} == {"master",
+                                                                                 "slave"}
+    web = next(v for v in report["vms"] if v["name"] == "my web server")
+    assert web == {"name": "my web server", "uuid": pool.vm_uuid("my web server"),
+                   "restart": "restart", "power_state": "Running", "host": "xs1", "order": 0,
+                   "start_delay": 0.0}
+    pool.crash("xs2")
+    code, out, _ = run(capsys, "status", *login)
+    assert code == 1 and "host xs2: its xapi does not answer (TIMEOUT)" in out
+
+
+def test_status_says_unprotected_when_ha_is_off(pool, login, capsys):
+    assert run(capsys, "disable", "--yes", *login)[0] == 0
+    code, out, _ = run(capsys, "status", *login)
+    assert code == 2 and "halizard is switched off" in out
+
+
+def test_enable_is_refused_beside_native_ha_and_writes_nothing(pool, login, capsys):
+    assert run(capsys, "disable", "--yes", *login)[0] == 0
+    pool.set_native_ha(True)
+    code, _, err = run(capsys, "enable", *login)
+    assert code == 1 and "XenServer's own HA is enabled" in err
+    s = session(pool)
+    assert s.xenapi.pool.get_other_config(s.xenapi.pool.get_all()[0])[KEY_ENABLED] == "false"
+    assert run(capsys, "status", *login)[0] == 2
+
+
+def test_disable_asks_and_without_a_terminal_needs_yes(pool, login, capsys):
+    code, _, err = run(capsys, "disable", *login)
+    assert code == 1 and "add --yes" in err
+    s = session(pool)
+    assert s.xenapi.pool.get_other_config(s.xenapi.pool.get_all()[0])[KEY_ENABLED] == "true"
+    assert run(capsys, "disable", "--yes", *login)[1] == "halizard is off\n"
+    assert run(capsys, "disable", "--yes", *login)[1] == "halizard is off (it already was)\n"
+    assert run(capsys, "enable", *login)[1] == "halizard is on\n"
+
+
+def test_vm_set_takes_names_with_spaces_and_sets_order_and_delay(pool, login, capsys):
+    code, out, err = run(capsys, "vm", "set", "my web server", "scratch", "--restart",
+                         "best-effort", "--order", "2", "--start-delay", "5", *login)
+    assert code == 0, err
+    for name in ("my web server", "scratch"):
+        record = vm_record(pool, name)
+        assert record["other_config"][KEY_VM_RESTART] == "best-effort"
+        assert (record["order"], record["start_delay"]) == ("2", "5")
+    listed = json.loads(run(capsys, "vm", "list", "--json", *login)[1])
+    assert {v["name"]: v["order"] for v in listed}["scratch"] == 2
+
+
+def test_unknown_and_ambiguous_names_list_candidates_and_change_nothing(pool, login, capsys):
+    code, _, err = run(capsys, "vm", "set", "scratch", "my web srever", "dup", "--restart",
+                       "never", *login)
+    assert code == 1
+    assert "no VM is named 'my web srever'; did you mean: 'my web server'" in err
+    assert "'dup' names 2 VMs; use a UUID: " in err and "dup-2" in err
+    assert KEY_VM_RESTART not in vm_record(pool, "scratch")["other_config"]  # all or nothing
+    code, _, err = run(capsys, "vm", "set", "dup-2", "--restart", "restart", *login)
+    assert code == 0, err
+
+
+def test_bad_input_is_a_clear_error(pool, login, capsys, tmp_path):
+    assert "nothing to set" in run(capsys, "vm", "set", "db", *login)[2]
+    assert "--order must be 0 or more" in run(capsys, "vm", "set", "db", "--order", "-1",
+                                              *login)[2]
+    loose = tmp_path / "loose"
+    loose.write_text(pool.credentials[1])
+    os.chmod(str(loose), 0o644)
+    code, _, err = run(capsys, "status", "--xapi", pool.url("xs1"), "--password-file",
+                       str(loose))
+    assert code == 2 and "mode 644 lets others read the password; chmod 600 it" in err
+    assert "expected unix:PATH" in run(capsys, "status", "--xapi", "xs1.example")[2]
+
+
+def test_a_slave_names_its_master_and_the_command_follows(pool, login, capsys):
+    argv = list(login)
+    argv[1] = pool.url("xs2")
+    code, out, err = run(capsys, "vm", "set", "db", "--restart", "never", *argv)
+    assert code == 0, err
+    assert vm_record(pool, "db")["other_config"][KEY_VM_RESTART] == "never"
