@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 PY36 := $(VENV36)/bin/python
 REPORT ?= build/report
 SEEDS ?= 20
-DEBIAN_PACKAGES := openssl
+DEBIAN_PACKAGES := openssl gcc libsystemd-dev pkg-config
 
 .PHONY: all demo test lint typecheck unit matrix test36 bench explore clean debian-packages
 
@@ -32,7 +32,7 @@ $(VENV)/.stamp: requirements/dev.txt requirements/runtime.txt | debian-packages
 	$(PY) -m pip install -q -r requirements/dev.txt
 	touch $@
 
-$(VENV36)/.stamp: requirements/test-py36.txt requirements/runtime-py36.txt
+$(VENV36)/.stamp: requirements/test-py36.txt requirements/runtime-py36.txt | debian-packages
 	@if [ -z "$(PYTHON36)" ]; then \
 	  echo "Python 3.6 not found: install pyenv's 3.6.15 or set PYTHON36=/path/to/python3.6" >&2; \
 	  exit 1; fi
