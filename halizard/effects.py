@@ -73,8 +73,10 @@ class PathReport(NamedTuple):
     monotonic clock. It must never be earlier than the true arrival: the survivor counts the
     peer's silence from it. A real prober takes the kernel's receive timestamp (SO_TIMESTAMPNS,
     wall clock) and converts it with the wall-to-monotonic offset read at the same time; when
-    that offset shrank since the previous read (the wall clock stepped back), it uses the read
-    time instead, which is later than the arrival and so still safe."""
+    that offset (monotonic minus wall) shrank since the previous read (the wall clock stepped
+    forward, so a stamp taken before the step would convert to a time earlier than the true
+    arrival), it uses the read time instead, for every packet read until the queue is empty:
+    later than the arrival, and so still safe. A step back only makes stamps late."""
 
     address: str
     replies: int

@@ -125,3 +125,11 @@ def test_sizes_and_formatting():
     assert format_duration(0.25) == "250ms"
     assert format_duration(13.0) == "13s"
     assert format_duration(600.0) == "10m"
+
+
+def test_a_fence_agents_options_never_show_in_a_repr():
+    from halizard.core.config import FenceAgent
+
+    agent = FenceAgent("fence_ipmilan", (("ip", "198.18.0.9"), ("password", "s3cret")))
+    assert "s3cret" not in repr(agent) and "password" in repr(agent)
+    assert "s3cret" not in repr(agent.__class__("x", agent.options))

@@ -20,7 +20,11 @@ class FenceAgent:
     """A ClusterLabs-style fence agent that can power the peer off (fence_ipmilan, ...)."""
 
     command: str
-    options: Tuple[Tuple[str, str], ...] = ()
+    options: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)  # may hold a password
+
+    def __repr__(self) -> str:
+        return "FenceAgent(command=%r, options=<%d keys: %s>)" % (
+            self.command, len(self.options), ", ".join(k for k, _ in self.options))
 
 
 @dataclass(frozen=True)
