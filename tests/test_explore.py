@@ -1,8 +1,25 @@
-"""Exploration: the one schedule generator and its three choosers."""
+"""Exploration: the one schedule generator and its three choosers, the explorer (shrinking,
+regression files, `halizard simulate --explore`)."""
 import itertools
+import os
+import re
+import subprocess
+import sys
 
-from hypothesis import find, settings
+import pytest
 
+from simulations.explore import (
+    SHRINK_BUDGET,
+    Plan,
+    next_regression_id,
+    regressions_dir,
+    run_plan,
+    shrink,
+)
+from simulations.matrix import REGRESSIONS_DIR
+from simulations.mutants import apply, by_name
+from simulations.runner import run_scenario
+from simulations.scenario import load_scenario
 from simulations.schedules import (
     FENCE_AGENT_VARIANT,
     FIRST_ONSET,
@@ -10,7 +27,9 @@ from simulations.schedules import (
     INSTANT,
     KINDS,
     NEEDS_DURATION,
+    Schedule,
     Space,
+    Spec,
     edges,
     every_schedule,
     hypothesis_schedules,
@@ -20,6 +39,10 @@ from simulations.schedules import (
     targets,
     two_fault_space,
 )
+
+hypothesis = pytest.importorskip("hypothesis")  # not on the dom0 interpreter (Python 3.6)
+find, settings = hypothesis.find, hypothesis.settings
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # --- the generator ------------------------------------------------------------------------------
 
@@ -112,3 +135,96 @@ def test_hypothesis_shrinks_through_the_generator():
     assert smallest.faults[0].at == FIRST_ONSET and smallest.faults[1].at == FIRST_ONSET
     assert smallest.faults[1].duration == space.durations[0]
     assert smallest.seed == 0 and smallest.master == "xs1"
+
+
+# --- the explorer: shrinking, regression files, the command ------------------------------------
+
+
+def test_shrinking_keeps_only_what_the_failure_needs():
+    """Greedy shrinking against a known rule (a crash of at least 5 s breaks it): one fault, the
+    shortest duration that still breaks, the earliest onset, a seed the matrix replays."""
+    space = random_space(FENCE_AGENT_VARIANT)
+    big = Schedule((Spec("nic.down", "xs2", 31.0, 30.0), Spec("host.crash", "xs1", 45.5),
+                    Spec("gw.down", "gw", 60.0, 3.1)), "xs2", 4242, FENCE_AGENT_VARIANT.table)
+    calls = []
+
+    def fails(s):
+        calls.append(s)
+        return any(f.kind == "host.crash" and (f.duration is None or f.duration >= 5.0)
+                   for f in s.faults)
+
+    small = shrink(big, fails, space)
+    assert small == Schedule((Spec("host.crash", "xs1", FIRST_ONSET, 5.1),), "xs2", 0,
+                             FENCE_AGENT_VARIANT.table)
+    assert len(calls) < SHRINK_BUDGET
+    assert shrink(big, lambda s: True, space, budget=3) != big  # the budget bounds the runs
+
+
+def test_regression_ids_continue_the_highest_number(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "R003-x.toml").write_text("")
+    (second / "R017-y.toml").write_text("")
+    (second / "README.md").write_text("")
+    assert next_regression_id([str(first)]) == "R004"
+    assert next_regression_id([str(first), str(second)]) == "R018"
+    assert next_regression_id([str(tmp_path / "none")]) == "R001"
+
+
+def test_failures_are_saved_outside_the_repository_unless_exploring(monkeypatch):
+    monkeypatch.delenv("HALIZARD_REGRESSIONS", raising=False)
+    monkeypatch.delenv("HALIZARD_EXPLORE", raising=False)
+    assert not regressions_dir().startswith(ROOT)
+    monkeypatch.setenv("HALIZARD_EXPLORE", "1")
+    assert regressions_dir() == REGRESSIONS_DIR
+    assert regressions_dir("/elsewhere") == "/elsewhere"
+
+
+def test_a_failure_is_shrunk_printed_saved_and_replays(tmp_path):
+    """Under a mutant that takes over before the peer's self-fence deadline, the explorer finds
+    a violation, shrinks it, prints the scenario file, its seed and the replay command, and
+    saves it as the next Rnnn file; the file replays the violation under the mutant only."""
+    lines = []
+    plan = Plan("random", "gateway-only", None, 40, 0, 1, str(tmp_path))
+    undo = apply(by_name("takeover-before-self-fence"))
+    try:
+        result = run_plan(plan, lines.append)
+        saved = sorted(tmp_path.iterdir())
+        assert result.failed and result.finding is not None and len(saved) == 1
+        replayed = run_scenario(load_scenario(str(saved[0])), result.finding.minimal.seed)
+        assert result.finding.violation.invariant in {v.invariant for v in replayed.violations}
+    finally:
+        undo()
+    text = "\n".join(lines)
+    seed = result.finding.minimal.seed
+    assert re.match(r"R\d{3}-i\d-", saved[0].name)
+    assert "40 schedules in" in text and "schedules/s" in text
+    assert "violations: %d" % result.failed in text
+    assert saved[0].read_text().rstrip() in text
+    assert "\nseed %d\n" % seed in text
+    assert "replay: python -m halizard simulate %s --seed %d" % (saved[0], seed) in text
+    assert len(result.finding.minimal.faults) <= len(result.finding.found.faults)
+    assert run_scenario(load_scenario(str(saved[0])), seed).passed
+
+
+def halizard(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "halizard"] + list(args), cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+
+
+def test_the_explore_command_reports_its_rate_and_violations():
+    out = halizard("simulate", "--explore", "random", "--count", "24", "--jobs", "2",
+                   "--config-variant", "gateway-only", "--seed", "5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"24 schedules in [\d.]+s, [\d.]+ schedules/s \(2 workers\)", out.stdout)
+    assert "violations: 0" in out.stdout
+
+
+def test_the_explore_command_refuses_what_it_cannot_do():
+    out = halizard("simulate", "--explore", "exhaustive", "--faults", "3")
+    assert out.returncode == 2 and "one or two faults" in out.stderr
+    out = halizard("simulate", "--explore", "random", "--json")
+    assert out.returncode == 2 and "--json cannot be used" in out.stderr
