@@ -6,12 +6,14 @@
 
 Random mode runs ``--count`` schedules of the seeded random chooser (schedule i of seed S is
 always the same); exhaustive mode runs every schedule of the coarse grid for one or two faults.
-Safety is judged (invariants I1-I6 and daemon errors): the generated schedules expect nothing
-else. The first failure is shrunk greedily, one change at a time, while the same invariant
-still breaks: a fault dropped, a duration shortened, an onset moved earlier, the seed made one
-the matrix replays (0-19). It is printed as a scenario file with its seed and replay command,
-and written as the next free Rnnn file: to simulations/regressions/ (run forever by the matrix)
-with --save-regressions, otherwise to a temporary directory.
+Each run is judged on safety (invariants I1-I6 and daemon errors) and on what the schedule's
+expectations ask (simulations.schedules.expectations: liveness once every fault has healed, no
+unjustified fence after transients below their tolerance). The first failure is shrunk
+greedily, one change at a time, while the same rule still breaks: a seed the matrix replays
+(0-19), a fault dropped, a duration shortened, an onset moved earlier. It is printed as a
+scenario file with its seed and replay command, and written as the next free Rnnn file: to
+simulations/regressions/ (run forever by the matrix) with --save-regressions, otherwise to a
+temporary directory.
 """
 import datetime
 import multiprocessing
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 from typing import Callable, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from halizard.core.state import TRANSITIONS
-from simulations.invariants import Violation
 from simulations.matrix import DEFAULT_SEEDS, REGRESSIONS_DIR
 from simulations.runner import RunResult, run_scenario
 from simulations.scenario import dump_scenario, parse_scenario
@@ -45,11 +46,30 @@ SHRINK_BUDGET = 300  # runs; a shrink is greedy, most take a few dozen
 CHUNK = 8  # schedules per message to a worker: small, so a stop after a failure is quick
 
 
+class Problem(NamedTuple):
+    """What broke: an invariant (I1-I6, BUG) at a moment on a host, or an expectation
+    (liveness, unjustified_fences)."""
+    rule: str
+    detail: str
+    t: Optional[float] = None
+    host: str = ""
+
+    def describe(self) -> str:
+        where = "" if self.t is None else " at %.1fs on %s" % (self.t, self.host)
+        return "%s%s: %s" % (self.rule, where, self.detail)
+
+
+def problems(result: RunResult) -> Tuple[Problem, ...]:
+    unmet = [u.split(": ", 1) for u in result.unmet]
+    return tuple([Problem(v.invariant, v.detail, v.t, v.host) for v in result.violations]
+                 + [Problem(rule, detail) for rule, detail in unmet])
+
+
 class Outcome(NamedTuple):
     """What a worker sends back for one schedule (the ``number``-th, from 0)."""
     number: int
     schedule: Schedule
-    violations: Tuple[Violation, ...]
+    problems: Tuple[Problem, ...]
     transitions: FrozenSet[str]
 
 
@@ -59,7 +79,7 @@ class Finding:
     index: int
     found: Schedule
     minimal: Schedule
-    violation: Violation
+    problem: Problem
     shrink_runs: int
 
 
@@ -85,7 +105,7 @@ def judge(schedule: Schedule) -> RunResult:
 def _outcome(job: Tuple[int, Schedule]) -> Outcome:
     index, schedule = job
     result = judge(schedule)
-    return Outcome(index, schedule, tuple(result.violations), result.transitions)
+    return Outcome(index, schedule, problems(result), result.transitions)
 
 
 def run_schedules(schedules: Iterable[Schedule], workers: int) -> Iterator[Outcome]:
@@ -100,9 +120,9 @@ def run_schedules(schedules: Iterable[Schedule], workers: int) -> Iterator[Outco
         yield from pool.imap(_outcome, jobs, chunksize=CHUNK)
 
 
-def explore(schedules: Iterable[Schedule], space: Space, workers: int,
+def explore(schedules: Iterable[Schedule], spaces: Sequence[Space], workers: int,
             stop_at_first: bool = False) -> Exploration:
-    """Run ``schedules``; shrink the first failure within ``space``."""
+    """Run ``schedules``; shrink the first failure within the space of its configuration."""
     started = time.perf_counter()
     runs = failed = 0
     transitions: FrozenSet[str] = frozenset()
@@ -110,7 +130,7 @@ def explore(schedules: Iterable[Schedule], space: Space, workers: int,
     for outcome in run_schedules(schedules, workers):
         runs += 1
         transitions |= outcome.transitions
-        if outcome.violations:
+        if outcome.problems:
             failed += 1
             first = first or outcome
             if stop_at_first:
@@ -118,25 +138,24 @@ def explore(schedules: Iterable[Schedule], space: Space, workers: int,
     wall = time.perf_counter() - started
     finding = None
     if first is not None:
-        finding = shrink_finding(first.number, first.schedule, first.violations[0], space)
+        space = next(s for s in spaces if s.variant.table == first.schedule.config)
+        finding = shrink_finding(first.number, first.schedule, first.problems[0], space)
     return Exploration(runs, failed, wall, workers, transitions, finding)
 
 
-def breaks(invariant: str) -> Callable[[Schedule], bool]:
-    return lambda schedule: any(v.invariant == invariant for v in judge(schedule).violations)
+def broken(schedule: Schedule, rule: str) -> Optional[Problem]:
+    return next((p for p in problems(judge(schedule)) if p.rule == rule), None)
 
 
-def shrink_finding(index: int, schedule: Schedule, violation: Violation, space: Space
-                   ) -> Finding:
+def shrink_finding(index: int, schedule: Schedule, problem: Problem, space: Space) -> Finding:
     runs: List[int] = []
 
     def fails(candidate: Schedule) -> bool:
         runs.append(1)
-        return breaks(violation.invariant)(candidate)
+        return broken(candidate, problem.rule) is not None
 
     minimal = shrink(schedule, fails, space)
-    first = next(v for v in judge(minimal).violations if v.invariant == violation.invariant)
-    return Finding(index, schedule, minimal, first, len(runs))
+    return Finding(index, schedule, minimal, broken(minimal, problem.rule) or problem, len(runs))
 
 
 def shrink(schedule: Schedule, fails: Callable[[Schedule], bool], space: Space,
@@ -207,9 +226,9 @@ def next_regression_id(directories: Sequence[str]) -> str:
     return "R%03d" % (max(numbers) + 1)
 
 
-def slug(schedule: Schedule, violation: Violation) -> str:
+def slug(schedule: Schedule, problem: Problem) -> str:
     kinds = "-then-".join(f.kind.replace(".", "-") for f in schedule.faults)
-    return "%s-%s" % (violation.invariant.lower(), kinds)
+    return "%s-%s" % (problem.rule.lower().replace("_", "-"), kinds)
 
 
 def replay_command(path: str, seed: int) -> str:
@@ -220,34 +239,42 @@ def variant_of(schedule: Schedule) -> str:
     return next((v.name for v in VARIANTS.values() if v.table == schedule.config), "custom")
 
 
-def regression_text(schedule: Schedule, violation: Violation, rid: str, path: str,
-                    found_by: str) -> str:
-    """The scenario file: the schedule in the pinned format, titled by what broke, with a
-    header saying how it was found and how to replay it."""
-    data = schedule.scenario(rid)
-    data["title"] = "%s after %s" % (violation.invariant, ", then ".join(
+def scenario_text(schedule: Schedule, problem: Problem, sid: str, path: str,
+                  tags: Sequence[str], header: Sequence[str]) -> str:
+    """The schedule as a scenario file in the pinned format, titled by what broke, with
+    ``header`` as comment lines after the tags."""
+    data = schedule.scenario(sid)
+    data["title"] = "%s after %s" % (problem.rule, ", then ".join(
         "%s %s" % (f.kind, f.target) for f in schedule.faults))
-    data["tags"] = ["regression", "explore", variant_of(schedule)]
+    data["tags"] = list(tags) + [variant_of(schedule)]
     text = dump_scenario(parse_scenario(data, path))
-    found = "Found %s by %s. %s at %.1fs on %s: %s." % (
-        datetime.date.today().isoformat(), found_by, violation.invariant, violation.t,
-        violation.host, violation.detail)
-    header = textwrap.wrap(found, 96) + [
-        "Replay: %s" % replay_command(path, schedule.seed),
-        "Saved by the explorer: once fixed, say here what was wrong and what changed."]
     head, rest = text.split("\n[cluster]", 1)
     return "%s\n%s\n\n[cluster]%s" % (head, "\n".join("# " + line for line in header), rest)
 
 
-def save_regression(schedule: Schedule, violation: Violation, directory: str,
+def found(found_by: str, problem: Problem) -> List[str]:
+    """Comment lines: when and how a failure was found, and what broke."""
+    return textwrap.wrap("Found %s by %s. %s." % (datetime.date.today().isoformat(), found_by,
+                                                  problem.describe()), 96)
+
+
+def save_regression(schedule: Schedule, problem: Problem, directory: str,
                     found_by: str) -> str:
     """Write the schedule as the next free Rnnn scenario file in ``directory``."""
     os.makedirs(directory, exist_ok=True)
     rid = next_regression_id([directory, REGRESSIONS_DIR])
-    path = os.path.join(directory, "%s-%s.toml" % (rid, slug(schedule, violation)))
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(regression_text(schedule, violation, rid, path, found_by))
+    path = os.path.join(directory, "%s-%s.toml" % (rid, slug(schedule, problem)))
+    header = found(found_by, problem) + [
+        "Replay: %s" % replay_command(path, schedule.seed),
+        "Saved by the explorer: once fixed, say here what was wrong and what changed."]
+    write_text(path, scenario_text(schedule, problem, rid, path, ("regression", "explore"),
+                                   header))
     return path
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def failure_text(path: str, schedule: Schedule) -> str:
@@ -256,6 +283,14 @@ def failure_text(path: str, schedule: Schedule) -> str:
         toml = handle.read()
     return "%s\nseed %d\nreplay: %s\nsaved: %s" % (toml.rstrip(), schedule.seed,
                                                    replay_command(path, schedule.seed), path)
+
+
+def keep_failure(schedule: Schedule, problem: Problem, found_by: str,
+                 directory: Optional[str] = None) -> str:
+    """Save a failing schedule (``directory``, or `regressions_dir()`'s choice) and return what
+    to print: the scenario file, its seed, the replay command."""
+    path = save_regression(schedule, problem, regressions_dir(directory), found_by)
+    return failure_text(path, schedule)
 
 
 def untouched(transitions: FrozenSet[str]) -> List[str]:
@@ -302,7 +337,7 @@ class Plan:
 
 
 def run_plan(plan: Plan, out: Callable[[str], None]) -> Exploration:
-    result = explore(plan.schedules(), plan.space(), plan.workers)
+    result = explore(plan.schedules(), [plan.space()], plan.workers)
     out("explore %s: %d schedules in %.1fs, %.1f schedules/s (%d workers)"
         % (plan.describe(), result.runs, result.wall, result.rate, result.workers))
     out("violations: %d" % result.failed)
@@ -311,13 +346,11 @@ def run_plan(plan: Plan, out: Callable[[str], None]) -> Exploration:
         out("mode transitions never reached (%d): %s" % (len(missing), ", ".join(missing)))
     finding = result.finding
     if finding is not None:
-        v = finding.violation
-        out("the first, schedule %d, shrunk from %d faults to %d in %d runs: %s at %.1fs on %s: %s"
+        v = finding.problem
+        out("the first, schedule %d, shrunk from %d faults to %d in %d runs: %s"
             % (finding.index, len(finding.found.faults), len(finding.minimal.faults),
-               finding.shrink_runs, v.invariant, v.t, v.host, v.detail))
-        path = save_regression(finding.minimal, v, regressions_dir(plan.save_to),
-                               "`%s` (schedule %d, shrunk from %d faults to %d)"
-                               % (plan.command(), finding.index, len(finding.found.faults),
-                                  len(finding.minimal.faults)))
-        out(failure_text(path, finding.minimal))
+               finding.shrink_runs, v.describe()))
+        out(keep_failure(finding.minimal, v, "`%s` (schedule %d, shrunk from %d faults to %d)"
+                         % (plan.command(), finding.index, len(finding.found.faults),
+                            len(finding.minimal.faults)), plan.save_to))
     return result

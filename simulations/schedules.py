@@ -12,8 +12,9 @@ serves three explorers:
   schedule a `Space` allows (the exhaustive single faults of `make test`, `--explore exhaustive`).
 
 A schedule is written in the public scenario format, so any failure is a scenario file. Safety
-must hold for every schedule (liveness is the named matrix's job): the expectations are only that
-no invariant breaks.
+must hold for every schedule; `expectations` adds what must hold for this schedule in particular
+(liveness once every fault has healed, no unjustified fence after short transients). Who is
+fenced, how fast and which master remains are the named matrix's job.
 """
 import random
 from dataclasses import dataclass
@@ -23,7 +24,10 @@ from typing_extensions import Protocol
 
 from halizard.core.config import Config, load_config
 from halizard.core.timing import bounds
-from simulations.runner import BUILTIN_CONFIG
+from simulations.executor import START_AFTER_BOOT
+from simulations.runner import BUILTIN_CONFIG, default_liveness_bound
+from simulations.world.scheduler import seconds
+from simulations.world.world import BOOT_TIME
 
 FENCE_AGENT_TABLE: Dict[str, Any] = dict(BUILTIN_CONFIG, fence_agent="fence_ipmilan")
 FENCE_AGENT = load_config(FENCE_AGENT_TABLE).config
@@ -31,15 +35,26 @@ GATEWAY_ONLY = load_config(BUILTIN_CONFIG).config
 
 HOST_FAULTS = ("host.crash", "host.reboot", "host.freeze", "host.shutdown", "nic.down",
                "gw.block", "xapi.hang", "xapi.restart", "daemon.crash", "daemon.stall",
-               "fence.unreachable")
+               "fence.unreachable", "clock.jump")
 OTHER_FAULTS = ("link.down", "link.oneway", "gw.down", "link.loss")
 KINDS = HOST_FAULTS + OTHER_FAULTS
-INSTANT = ("host.reboot", "daemon.crash")
+INSTANT = ("host.reboot", "daemon.crash", "clock.jump")
 NEEDS_DURATION = ("host.freeze", "daemon.stall")
 # Without a fence agent or a second heartbeat path, a partition that leaves both hosts seeing
 # the gateway is the documented unsafe topology (N01), not a bug to find.
 GATEWAY_ONLY_KINDS = tuple(k for k in HOST_FAULTS if k != "fence.unreachable") + ("gw.down",)
+# Transients: faults a host rides out without a fence when they are short, and stay short: the
+# network faults and the pauses, below the isolation tolerance (I - C)/(1 + rho).
+TRANSIENTS = ("nic.down", "gw.block", "link.down", "link.oneway", "gw.down", "link.loss",
+              "xapi.hang", "xapi.restart", "host.freeze", "daemon.stall")
+HARMLESS = ("daemon.crash", "clock.jump", "fence.unreachable")
+PAUSES = ("host.freeze", "daemon.stall")  # long enough, the watchdog resets the host
+RESETS = ("host.crash", "host.reboot")  # the host boots again (a minute)
+# A shutdown's heal powers the host on only if it is off by then: a clean shutdown may take
+# longer than the fault lasts, and the host then stays off.
+NEVER_HEAL = ("host.shutdown",)
 LOSSES = (0.3, 0.7, 1.0)
+JUMPS = (-300.0, 300.0)  # wall-clock steps: no decision may depend on them
 FIRST_ONSET = 30.0
 STEP = 0.5  # the onset grid: half a probe interval, so onsets fall at both phases of a cycle
 MAX_SEED = 2 ** 16
@@ -79,19 +94,23 @@ def targets(kind: str) -> List[str]:
 
 
 def fault(kind: str, target: str, at: float, duration: Optional[float],
-          loss: Optional[float] = None) -> Dict[str, Any]:
+          loss: Optional[float] = None, by: Optional[float] = None) -> Dict[str, Any]:
     """One [[fault]] table. ``duration`` None: permanent (or instant, for instant kinds)."""
     table: Dict[str, Any] = {"at": "%gs" % at, "kind": kind, "target": target}
     if loss is not None:
         table["loss"] = loss
+    if by is not None:
+        table["by"] = "%+gs" % by
     if duration is not None and kind not in INSTANT:
         table["duration"] = "%gs" % duration
     return table
 
 
 def scenario(faults: Sequence[Mapping[str, Any]], master: str = "xs1",
-             config: Optional[Mapping[str, Any]] = None, name: str = "PROP") -> Dict[str, Any]:
-    """The scenario (as a TOML table) for a schedule: three VMs, safety expectations only."""
+             config: Optional[Mapping[str, Any]] = None, name: str = "PROP",
+             expect: Optional[Mapping[str, Any]] = None, after: float = 150.0) -> Dict[str, Any]:
+    """The scenario (as a TOML table) for a schedule: three VMs, a run ``after`` seconds longer
+    than the last onset or heal; by default safety expectations only."""
     last = max([_seconds(f["at"]) + _seconds(f.get("duration", "0s")) for f in faults]
                or [FIRST_ONSET])
     return {
@@ -99,10 +118,46 @@ def scenario(faults: Sequence[Mapping[str, Any]], master: str = "xs1",
         "title": "generated schedule",
         "cluster": {"hosts": ["xs1", "xs2"], "master": master, "vms": [dict(v) for v in VMS]},
         "config": dict(config or {}),
-        "sweep": {"duration": "%gs" % (last + 150.0)},
+        "sweep": {"duration": "%gs" % (last + after)},
         "fault": [dict(f) for f in faults],
-        "expect": {"liveness_bound": "none", "unjustified_fences": 99},
+        "expect": dict(expect or SAFETY_ONLY),
     }
+
+
+SAFETY_ONLY = {"liveness_bound": "none", "unjustified_fences": 99}
+
+
+def expectations(faults: Sequence["Spec"], config: Config) -> Dict[str, Any]:
+    """What a schedule must achieve beyond safety.
+
+    Liveness once every fault has healed: the pool is restored within the default bound plus a
+    reset host's reboot (a watchdog or a reboot may have taken either host down for a minute).
+
+    No unjustified fence when every fault is a transient shorter than the isolation tolerance
+    (or harmless), each starting at least a watchdog timeout after the previous one healed:
+    transients that follow each other closely add up, and the fence oracle sees only the
+    latest stall's onset. Pauses are held to the isolation tolerance, not to the documented
+    freeze tolerance (W - C)/(1 + rho): with a fence agent the master fences a slave silent
+    for peer_timeout, so a 3.1 s freeze can be fenced, and a 3.9 s one can outlast the
+    watchdog (the first cycle after a pause reads again before it feeds). Both are open
+    findings (2026-11-21) for the core, recorded in BENCHMARKS.md."""
+    expect: Dict[str, Any] = {"unjustified_fences": 99}
+    tolerance = bounds(config).isolation_tolerance
+    if all(f.kind in INSTANT or f.duration is not None and f.kind not in NEVER_HEAL
+           for f in faults):
+        reset = any(f.kind in RESETS or f.kind in PAUSES and (f.duration or 0.0) >= tolerance
+                    for f in faults)
+        expect["liveness_bound"] = "%gs" % (default_liveness_bound(config) + (seconds(
+            BOOT_TIME[1] + START_AFTER_BOOT) if reset else 0.0))
+    else:
+        expect["liveness_bound"] = "none"
+    ends = [f.at + (f.duration or 0.0) for f in faults]
+    if all(f.kind in HARMLESS or f.kind in TRANSIENTS and f.duration is not None
+           and f.duration < tolerance for f in faults) \
+            and all(f.at >= max(ends[:i]) + config.watchdog_timeout
+                    for i, f in enumerate(faults) if i):
+        expect["unjustified_fences"] = 0
+    return expect
 
 
 def _seconds(text: str) -> float:
@@ -119,9 +174,16 @@ class Spec(NamedTuple):
     at: float
     duration: Optional[float] = None
     loss: Optional[float] = None
+    by: Optional[float] = None  # a clock jump's step
 
     def table(self) -> Dict[str, Any]:
-        return fault(self.kind, self.target, self.at, self.duration, self.loss)
+        return fault(self.kind, self.target, self.at, self.duration, self.loss, self.by)
+
+    def label(self) -> str:
+        loss = "" if self.loss is None else " loss=%g" % self.loss
+        loss += "" if self.by is None else " by=%+gs" % self.by
+        span = "" if self.duration is None or self.kind in INSTANT else " for %gs" % self.duration
+        return "%s %s%s at %gs%s" % (self.kind, self.target, loss, self.at, span)
 
 
 class Schedule(NamedTuple):
@@ -133,7 +195,18 @@ class Schedule(NamedTuple):
     config: Tuple[Tuple[str, Any], ...] = ()
 
     def scenario(self, name: str = "PROP") -> Dict[str, Any]:
-        return scenario([f.table() for f in self.faults], self.master, dict(self.config), name)
+        expect = expectations(self.faults, _config(self.config))
+        bound = expect["liveness_bound"]
+        after = 150.0 if bound == "none" else max(150.0, _seconds(bound) + 10.0)
+        return scenario([f.table() for f in self.faults], self.master, dict(self.config), name,
+                        expect, after)
+
+
+def _config(table: Tuple[Tuple[str, Any], ...]) -> Config:
+    for variant in (FENCE_AGENT_VARIANT, GATEWAY_ONLY_VARIANT):
+        if variant.table == table:
+            return variant.config
+    return load_config(dict(BUILTIN_CONFIG, **dict(table))).config
 
 
 @dataclass(frozen=True)
@@ -155,6 +228,7 @@ VARIANTS = {v.name: v for v in (FENCE_AGENT_VARIANT, GATEWAY_ONLY_VARIANT)}
 class Space:
     """What the generator may choose from."""
     variant: Variant
+    kinds: Tuple[str, ...]
     counts: Tuple[int, ...]  # how many faults
     onsets: Tuple[float, ...]  # of the first fault
     gaps: Tuple[float, ...]  # from one fault's onset to the next one's
@@ -163,13 +237,14 @@ class Space:
     swarm: int  # enable at most this many kinds per schedule (swarm testing); 0: all
     masters: Tuple[str, ...] = ("xs1",)
     seeds: int = 1  # the run's seed is drawn from 0 .. seeds - 1
+    jumps: Tuple[float, ...] = JUMPS
 
 
 def random_space(variant: Variant, faults: int = 3) -> Space:
     """For random and Hypothesis exploration: up to ``faults`` faults of at most four kinds,
     onsets on the half-second grid or just off an edge, any master, any seed."""
     half_steps = [k * STEP for k in range(41)]
-    return Space(variant, tuple(range(1, faults + 1)),
+    return Space(variant, variant.kinds, tuple(range(1, faults + 1)),
                  tuple(FIRST_ONSET + g for g in half_steps),
                  tuple(sorted(set(half_steps) | set(around_edges(variant.config)))),
                  tuple(durations(variant.config)), LOSSES, swarm=4, masters=("xs1", "xs2"),
@@ -179,7 +254,7 @@ def random_space(variant: Variant, faults: int = 3) -> Space:
 def single_fault_space(variant: Variant) -> Space:
     """Every fault kind on every target, at two phases of the probe cycle, lasting just below and
     just above each edge and for good (where a kind can last)."""
-    return Space(variant, (1,), (FIRST_ONSET, FIRST_ONSET + STEP), (),
+    return Space(variant, variant.kinds, (1,), (FIRST_ONSET, FIRST_ONSET + STEP), (),
                  tuple(sorted(set(around_edges(variant.config)) | {30.0})), LOSSES, swarm=0)
 
 
@@ -187,12 +262,15 @@ def two_fault_space(variant: Variant) -> Space:
     """Every ordered pair of faults on a coarse grid: the second starts 0.5 s after the first,
     or just after the lease, the promotion, the takeover or the agent's fence would have
     happened; each lasts just under the isolation tolerance, just over the takeover delay, or
-    for good; link loss only at 70%. 28,125 schedules with a fence agent, 13,005 without."""
+    for good; link loss only at 70%; no clock jumps (they move only the wall clock: the single
+    faults and the random schedules have them). 28,125 schedules with a fence agent, 13,005
+    without."""
     config = variant.config
     b = bounds(config)
     after = (config.lease_timeout, config.promote_delay, config.takeover_delay,
              config.peer_timeout + config.fence_delay)
-    return Space(variant, (2,), (FIRST_ONSET,), (STEP,) + tuple(round(e + 0.1, 1) for e in after),
+    kinds = tuple(k for k in variant.kinds if k != "clock.jump")
+    return Space(variant, kinds, (2,), (FIRST_ONSET,), (STEP,) + tuple(round(e + 0.1, 1) for e in after),
                  (round(b.isolation_tolerance - 0.1, 1), round(config.takeover_delay + 0.1, 1)),
                  (0.7,), swarm=0)
 
@@ -235,7 +313,7 @@ def generate(chooser: Chooser, space: Space) -> Schedule:
 def _enabled(chooser: Chooser, space: Space) -> List[str]:
     """Swarm testing: each schedule draws from a few kinds, so combinations of the same kind
     (flapping, repeated crashes) are common instead of vanishingly rare."""
-    kinds = list(space.variant.kinds)
+    kinds = list(space.kinds)
     if not space.swarm:
         return kinds
     left = list(kinds)
@@ -250,12 +328,13 @@ def _fault(chooser: Chooser, space: Space, kinds: Sequence[str], at: float) -> S
     kind = chooser.choose(kinds)
     target = chooser.choose(targets(kind))
     loss = chooser.choose(space.losses) if kind == "link.loss" else None
+    by = chooser.choose(space.jumps) if kind == "clock.jump" else None
     duration = None
     if kind not in INSTANT:
         permanent = kind not in NEEDS_DURATION and chooser.boolean()
         if not permanent:
             duration = chooser.choose(space.durations)
-    return Spec(kind, target, at, duration, loss)
+    return Spec(kind, target, at, duration, loss, by)
 
 
 class RandomChooser:

@@ -12,6 +12,7 @@ from simulations.explore import (
     SHRINK_BUDGET,
     Plan,
     next_regression_id,
+    problems,
     regressions_dir,
     run_plan,
     shrink,
@@ -48,12 +49,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _atoms(space):
-    """How many ways one fault can be written in ``space`` (kind, target, loss, duration)."""
+    """How many ways one fault can be written in ``space`` (kind, target, value, duration)."""
     count = 0
-    for kind in space.variant.kinds:
+    for kind in space.kinds:
         spans = 1 if kind in INSTANT else len(space.durations) + (kind not in NEEDS_DURATION)
-        losses = len(space.losses) if kind == "link.loss" else 1
-        count += len(targets(kind)) * losses * spans
+        values = {"link.loss": len(space.losses), "clock.jump": len(space.jumps)}.get(kind, 1)
+        count += len(targets(kind)) * values * spans
     return count
 
 
@@ -71,8 +72,8 @@ def test_exhaustive_enumeration_writes_every_schedule_of_the_grid_once():
 
 
 def test_exhaustive_walk_covers_a_dependent_choice_tree():
-    tiny = Space(GATEWAY_ONLY_VARIANT, (1, 2), (30.0,), (0.5, 1.0), (3.0,), (0.3,), swarm=0,
-                 masters=("xs1", "xs2"), seeds=2)
+    tiny = Space(GATEWAY_ONLY_VARIANT, GATEWAY_ONLY_VARIANT.kinds, (1, 2), (30.0,), (0.5, 1.0),
+                 (3.0,), (0.3,), swarm=0, masters=("xs1", "xs2"), seeds=2)
     schedules = list(every_schedule(tiny))
     atoms = _atoms(tiny)
     assert len(schedules) == (atoms + atoms * atoms * 2) * 2 * 2
@@ -81,7 +82,7 @@ def test_exhaustive_walk_covers_a_dependent_choice_tree():
 
 def test_single_faults_straddle_every_edge_at_two_phases():
     schedules = list(every_schedule(single_fault_space(FENCE_AGENT_VARIANT)))
-    assert len(schedules) == 868
+    assert len(schedules) == 876
     faults = [s.faults[0] for s in schedules]
     assert {f.kind for f in faults} == set(KINDS)
     assert {f.at for f in faults} == {FIRST_ONSET, FIRST_ONSET + 0.5}
@@ -193,7 +194,7 @@ def test_a_failure_is_shrunk_printed_saved_and_replays(tmp_path):
         saved = sorted(tmp_path.iterdir())
         assert result.failed and result.finding is not None and len(saved) == 1
         replayed = run_scenario(load_scenario(str(saved[0])), result.finding.minimal.seed)
-        assert result.finding.violation.invariant in {v.invariant for v in replayed.violations}
+        assert result.finding.problem in problems(replayed)
     finally:
         undo()
     text = "\n".join(lines)
