@@ -1,6 +1,8 @@
 """The `halizard` command.
 
     halizard simulate [FILE_OR_DIR ...] [--seeds N] [--seed S] [--config FILE] [--json] [--report DIR]
+    halizard simulate --explore random|exhaustive [--faults N] [--count N] [--seed S]
+                      [--config-variant fence-agent|gateway-only] [--jobs J] [--save-regressions [DIR]]
     halizard config validate FILE
     halizard status [--json] | enable | disable [--yes]        (halizard.cli_pool)
     halizard vm list [--json] | vm set NAME_OR_UUID... [--restart P] [--order N] [--start-delay S]
@@ -49,6 +51,8 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.explore:
+        return cmd_explore(args)
     from simulations.matrix import BUILTIN_MATRIX, run_matrix, table, to_json
     from simulations.runner import scenario_config
     from simulations.scenario import ScenarioError, find_scenarios, load_scenario
@@ -96,6 +100,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK if all(s.passed for s in summaries) else EXIT_FAILED
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    """Generated schedules instead of scenario files (simulations/explore.py)."""
+    import os
+
+    from simulations.explore import Plan, run_plan
+    from simulations.matrix import REGRESSIONS_DIR
+
+    clashes = [name for name, given in (("FILE_OR_DIR", args.paths), ("--seeds", args.seeds),
+                                        ("--config", args.config), ("--json", args.json),
+                                        ("--report", args.report)) if given]
+    if clashes:
+        print("--explore generates its schedules: %s cannot be used with it" % ", ".join(clashes),
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.explore == "exhaustive" and args.faults not in (None, 1, 2):
+        print("--explore exhaustive covers one or two faults (--faults 1 or 2)", file=sys.stderr)
+        return EXIT_USAGE
+    plan = Plan(args.explore, args.config_variant, args.faults, args.count,
+                args.seed if args.seed is not None else 0, args.jobs or os.cpu_count() or 1,
+                REGRESSIONS_DIR if args.save_regressions == "" else args.save_regressions)
+    result = run_plan(plan, lambda line: print(line, flush=True))
+    return EXIT_OK if not result.failed else EXIT_FAILED
+
+
 def _print_failures(summaries: Sequence[Any], config_path: Optional[str]) -> None:
     from simulations.matrix import replay_command
 
@@ -132,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--report", metavar="DIR", help="write DIR/index.html with a timeline per "
                      "scenario")
     sim.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: CPUs)")
+    explore = sim.add_argument_group("exploration (generated fault schedules instead of files)")
+    explore.add_argument("--explore", choices=("random", "exhaustive"),
+                         help="run seeded random schedules, or every schedule of a coarse grid; "
+                              "the first failure is shrunk, printed and saved as a scenario file")
+    explore.add_argument("--faults", type=int, metavar="N", help="random: at most N faults per "
+                         "schedule (default 3); exhaustive: exactly 1 (default) or 2")
+    explore.add_argument("--count", type=int, metavar="N", default=1000,
+                         help="random: how many schedules (default 1000)")
+    explore.add_argument("--config-variant", choices=("fence-agent", "gateway-only"),
+                         default="fence-agent", help="with a fence agent and every fault kind "
+                         "(default), or the default configuration without partitions (N01)")
+    explore.add_argument("--save-regressions", nargs="?", metavar="DIR", const="",
+                         help="save the failure in DIR (default simulations/regressions/) "
+                              "instead of a temporary directory")
     sim.set_defaults(func=cmd_simulate)
 
     config = sub.add_parser("config", help="configuration tools")
@@ -155,4 +197,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     if getattr(args, "seeds", None) is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if getattr(args, "count", 1) < 1 or (getattr(args, "faults", None) or 1) < 1:
+        parser.error("--count and --faults must be at least 1")
     return int(args.func(args))

@@ -1,0 +1,231 @@
+"""Exploration: the one schedule generator and its three choosers, the explorer (shrinking,
+regression files, `halizard simulate --explore`)."""
+import itertools
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from simulations.explore import (
+    SHRINK_BUDGET,
+    Plan,
+    next_regression_id,
+    problems,
+    regressions_dir,
+    run_plan,
+    shrink,
+)
+from simulations.matrix import REGRESSIONS_DIR
+from simulations.mutants import apply, by_name
+from simulations.runner import run_scenario
+from simulations.scenario import load_scenario
+from simulations.schedules import (
+    FENCE_AGENT_VARIANT,
+    FIRST_ONSET,
+    GATEWAY_ONLY_VARIANT,
+    INSTANT,
+    KINDS,
+    NEEDS_DURATION,
+    Schedule,
+    Space,
+    Spec,
+    edges,
+    every_schedule,
+    hypothesis_schedules,
+    random_schedules,
+    random_space,
+    single_fault_space,
+    targets,
+    two_fault_space,
+)
+
+hypothesis = pytest.importorskip("hypothesis")  # not on the dom0 interpreter (Python 3.6)
+find, settings = hypothesis.find, hypothesis.settings
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# --- the generator ------------------------------------------------------------------------------
+
+
+def _atoms(space):
+    """How many ways one fault can be written in ``space`` (kind, target, value, duration)."""
+    count = 0
+    for kind in space.kinds:
+        spans = 1 if kind in INSTANT else len(space.durations) + (kind not in NEEDS_DURATION)
+        values = {"link.loss": len(space.losses), "clock.jump": len(space.jumps)}.get(kind, 1)
+        count += len(targets(kind)) * values * spans
+    return count
+
+
+def test_exhaustive_enumeration_writes_every_schedule_of_the_grid_once():
+    for variant in (FENCE_AGENT_VARIANT, GATEWAY_ONLY_VARIANT):
+        for space in (single_fault_space(variant), two_fault_space(variant)):
+            schedules = list(every_schedule(space))
+            atoms = _atoms(space)
+            expected = len(space.onsets) * atoms ** space.counts[0] * len(space.gaps) ** (
+                space.counts[0] - 1)
+            assert len(schedules) == expected
+            assert len(set(schedules)) == expected
+    assert sum(1 for _ in every_schedule(two_fault_space(FENCE_AGENT_VARIANT))) == 28125
+    assert sum(1 for _ in every_schedule(two_fault_space(GATEWAY_ONLY_VARIANT))) == 13005
+
+
+def test_exhaustive_walk_covers_a_dependent_choice_tree():
+    tiny = Space(GATEWAY_ONLY_VARIANT, GATEWAY_ONLY_VARIANT.kinds, (1, 2), (30.0,), (0.5, 1.0),
+                 (3.0,), (0.3,), swarm=0, masters=("xs1", "xs2"), seeds=2)
+    schedules = list(every_schedule(tiny))
+    atoms = _atoms(tiny)
+    assert len(schedules) == (atoms + atoms * atoms * 2) * 2 * 2
+    assert len(set(schedules)) == len(schedules)
+
+
+def test_single_faults_straddle_every_edge_at_two_phases():
+    schedules = list(every_schedule(single_fault_space(FENCE_AGENT_VARIANT)))
+    assert len(schedules) == 876
+    faults = [s.faults[0] for s in schedules]
+    assert {f.kind for f in faults} == set(KINDS)
+    assert {f.at for f in faults} == {FIRST_ONSET, FIRST_ONSET + 0.5}
+    lengths = {f.duration for f in faults}
+    for edge in edges(FENCE_AGENT_VARIANT.config):
+        assert any(d is not None and edge - 0.15 < d < edge for d in lengths), edge
+        assert any(d is not None and edge < d < edge + 0.15 for d in lengths), edge
+    assert None in lengths  # for good
+
+
+def test_random_schedules_use_the_whole_vocabulary_a_few_kinds_at_a_time():
+    space = random_space(FENCE_AGENT_VARIANT)
+    schedules = list(random_schedules(space, seed=1, count=600))
+    assert schedules == list(random_schedules(space, seed=1, count=600))  # seeded
+    assert schedules != list(random_schedules(space, seed=2, count=600))
+    faults = [f for s in schedules for f in s.faults]
+    assert {f.kind for f in faults} == set(KINDS)
+    assert {len(s.faults) for s in schedules} == {1, 2, 3}
+    assert {s.master for s in schedules} == {"xs1", "xs2"}
+    # swarm: repeating a kind (flapping, repeated crashes) is common: about 280 of 600 here,
+    # where choosing each fault's kind from all fifteen gives about 50
+    assert sum(1 for s in schedules if len({f.kind for f in s.faults}) < len(s.faults)) > 150
+    lengths = {f.duration for f in faults}
+    for edge in edges(FENCE_AGENT_VARIANT.config):
+        assert any(d is not None and edge - 0.15 < d < edge for d in lengths), edge
+        assert any(d is not None and edge < d < edge + 0.15 for d in lengths), edge
+    gaps = {round(b.at - a.at, 1) for s in schedules for a, b in zip(s.faults, s.faults[1:])}
+    assert {3.9, 4.1, 11.9, 12.1} <= gaps  # onsets just before and after an edge, too
+
+
+def test_without_a_fence_agent_no_partition_that_leaves_both_hosts_the_gateway():
+    for space in (random_space(GATEWAY_ONLY_VARIANT), two_fault_space(GATEWAY_ONLY_VARIANT)):
+        kinds = {f.kind for s in itertools.islice(random_schedules(space, 3, 400), 400)
+                 for f in s.faults}
+        assert not kinds & {"link.down", "link.oneway", "link.loss", "fence.unreachable"}
+        assert "gw.down" in kinds
+        assert all(s.config == () for s in random_schedules(space, 3, 20))
+    assert all(dict(s.config) == {"fence_agent": "fence_ipmilan"}
+               for s in random_schedules(random_space(FENCE_AGENT_VARIANT), 3, 20))
+
+
+def test_hypothesis_shrinks_through_the_generator():
+    """Hypothesis as the chooser: the smallest schedule that ends with a freeze after another
+    fault has one kind enabled (the swarm shrinks too), two faults at the earliest onset, on
+    the first target, the shortest duration, the first master and seed 0."""
+    space = random_space(FENCE_AGENT_VARIANT)
+    smallest = find(hypothesis_schedules(space),
+                    lambda s: len(s.faults) > 1 and s.faults[-1].kind == "host.freeze",
+                    settings=settings(database=None, derandomize=True, max_examples=2000))
+    assert [(f.kind, f.target) for f in smallest.faults] == [("host.freeze", "xs1")] * 2
+    assert smallest.faults[0].at == FIRST_ONSET and smallest.faults[1].at == FIRST_ONSET
+    assert smallest.faults[1].duration == space.durations[0]
+    assert smallest.seed == 0 and smallest.master == "xs1"
+
+
+# --- the explorer: shrinking, regression files, the command ------------------------------------
+
+
+def test_shrinking_keeps_only_what_the_failure_needs():
+    """Greedy shrinking against a known rule (a crash of at least 5 s breaks it): one fault, the
+    shortest duration that still breaks, the earliest onset, a seed the matrix replays."""
+    space = random_space(FENCE_AGENT_VARIANT)
+    big = Schedule((Spec("nic.down", "xs2", 31.0, 30.0), Spec("host.crash", "xs1", 45.5),
+                    Spec("gw.down", "gw", 60.0, 3.1)), "xs2", 4242, FENCE_AGENT_VARIANT.table)
+    calls = []
+
+    def fails(s):
+        calls.append(s)
+        return any(f.kind == "host.crash" and (f.duration is None or f.duration >= 5.0)
+                   for f in s.faults)
+
+    small = shrink(big, fails, space)
+    assert small == Schedule((Spec("host.crash", "xs1", FIRST_ONSET, 5.1),), "xs2", 0,
+                             FENCE_AGENT_VARIANT.table)
+    assert len(calls) < SHRINK_BUDGET
+    assert shrink(big, lambda s: True, space, budget=3) != big  # the budget bounds the runs
+
+
+def test_regression_ids_continue_the_highest_number(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "R003-x.toml").write_text("")
+    (second / "R017-y.toml").write_text("")
+    (second / "README.md").write_text("")
+    assert next_regression_id([str(first)]) == "R004"
+    assert next_regression_id([str(first), str(second)]) == "R018"
+    assert next_regression_id([str(tmp_path / "none")]) == "R001"
+
+
+def test_failures_are_saved_outside_the_repository_unless_exploring(monkeypatch):
+    monkeypatch.delenv("HALIZARD_REGRESSIONS", raising=False)
+    monkeypatch.delenv("HALIZARD_EXPLORE", raising=False)
+    assert not regressions_dir().startswith(ROOT)
+    monkeypatch.setenv("HALIZARD_EXPLORE", "1")
+    assert regressions_dir() == REGRESSIONS_DIR
+    assert regressions_dir("/elsewhere") == "/elsewhere"
+
+
+def test_a_failure_is_shrunk_printed_saved_and_replays(tmp_path):
+    """Under a mutant that takes over before the peer's self-fence deadline, the explorer finds
+    a violation, shrinks it, prints the scenario file, its seed and the replay command, and
+    saves it as the next Rnnn file; the file replays the violation under the mutant only."""
+    lines = []
+    plan = Plan("random", "gateway-only", None, 40, 0, 1, str(tmp_path))
+    undo = apply(by_name("takeover-before-self-fence"))
+    try:
+        result = run_plan(plan, lines.append)
+        saved = sorted(tmp_path.iterdir())
+        assert result.failed and result.finding is not None and len(saved) == 1
+        replayed = run_scenario(load_scenario(str(saved[0])), result.finding.minimal.seed)
+        assert result.finding.problem in problems(replayed)
+    finally:
+        undo()
+    text = "\n".join(lines)
+    seed = result.finding.minimal.seed
+    assert re.match(r"R\d{3}-i\d-", saved[0].name)
+    assert "40 schedules in" in text and "schedules/s" in text
+    assert "violations: %d" % result.failed in text
+    assert saved[0].read_text().rstrip() in text
+    assert "\nseed %d\n" % seed in text
+    assert "replay: python -m halizard simulate %s --seed %d" % (saved[0], seed) in text
+    assert len(result.finding.minimal.faults) <= len(result.finding.found.faults)
+    assert run_scenario(load_scenario(str(saved[0])), seed).passed
+
+
+def halizard(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "halizard"] + list(args), cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+
+
+def test_the_explore_command_reports_its_rate_and_violations():
+    out = halizard("simulate", "--explore", "random", "--count", "24", "--jobs", "2",
+                   "--config-variant", "gateway-only", "--seed", "5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"24 schedules in [\d.]+s, [\d.]+ schedules/s \(2 workers\)", out.stdout)
+    assert "violations: 0" in out.stdout
+
+
+def test_the_explore_command_refuses_what_it_cannot_do():
+    out = halizard("simulate", "--explore", "exhaustive", "--faults", "3")
+    assert out.returncode == 2 and "one or two faults" in out.stderr
+    out = halizard("simulate", "--explore", "random", "--json")
+    assert out.returncode == 2 and "--json cannot be used" in out.stderr
