@@ -96,14 +96,20 @@ def targets(kind: str) -> List[str]:
 def fault(kind: str, target: str, at: float, duration: Optional[float],
           loss: Optional[float] = None, by: Optional[float] = None) -> Dict[str, Any]:
     """One [[fault]] table. ``duration`` None: permanent (or instant, for instant kinds)."""
-    table: Dict[str, Any] = {"at": "%gs" % at, "kind": kind, "target": target}
+    table: Dict[str, Any] = {"at": _time(at), "kind": kind, "target": target}
     if loss is not None:
         table["loss"] = loss
     if by is not None:
         table["by"] = "%+gs" % by
     if duration is not None and kind not in INSTANT:
-        table["duration"] = "%gs" % duration
+        table["duration"] = _time(duration)
     return table
+
+
+def _time(value: float) -> str:
+    """Seconds as a scenario time, to the microsecond (a fault injected at a daemon's moment
+    keeps its exact onset)."""
+    return ("%.6f" % value).rstrip("0").rstrip(".") + "s"
 
 
 def scenario(faults: Sequence[Mapping[str, Any]], master: str = "xs1",
@@ -118,7 +124,7 @@ def scenario(faults: Sequence[Mapping[str, Any]], master: str = "xs1",
         "title": "generated schedule",
         "cluster": {"hosts": ["xs1", "xs2"], "master": master, "vms": [dict(v) for v in VMS]},
         "config": dict(config or {}),
-        "sweep": {"duration": "%gs" % (last + after)},
+        "sweep": {"duration": _time(last + after)},
         "fault": [dict(f) for f in faults],
         "expect": dict(expect or SAFETY_ONLY),
     }
@@ -304,7 +310,7 @@ def generate(chooser: Chooser, space: Space) -> Schedule:
     for i in range(count):
         if i:
             at = round(at + chooser.choose(space.gaps), 1)
-        faults.append(_fault(chooser, space, kinds, at))
+        faults.append(fault_spec(chooser, space, kinds, at))
     master = chooser.choose(space.masters)
     seed = chooser.integer(0, space.seeds - 1)
     return Schedule(tuple(faults), master, seed, space.variant.table)
@@ -324,7 +330,8 @@ def _enabled(chooser: Chooser, space: Space) -> List[str]:
     return [k for k in kinds if k in enabled]
 
 
-def _fault(chooser: Chooser, space: Space, kinds: Sequence[str], at: float) -> Spec:
+def fault_spec(chooser: Chooser, space: Space, kinds: Sequence[str], at: float) -> Spec:
+    """One fault: its kind among ``kinds``, a target, a value, a duration."""
     kind = chooser.choose(kinds)
     target = chooser.choose(targets(kind))
     loss = chooser.choose(space.losses) if kind == "link.loss" else None
