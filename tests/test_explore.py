@@ -16,6 +16,7 @@ from simulations.explore import (
     problems,
     regressions_dir,
     run_plan,
+    run_schedules,
     shrink,
 )
 from simulations.matrix import REGRESSIONS_DIR
@@ -172,6 +173,26 @@ def test_shrinking_keeps_only_what_the_failure_needs():
                              FENCE_AGENT_VARIANT.table)
     assert len(calls) < SHRINK_BUDGET
     assert shrink(big, lambda s: True, space, budget=3) != big  # the budget bounds the runs
+
+
+def test_shrinking_moves_the_whole_schedule_earlier_keeping_its_gaps():
+    space = random_space(GATEWAY_ONLY_VARIANT)
+    pair = Schedule((Spec("host.crash", "xs1", 41.0, 30.0), Spec("nic.down", "xs2", 48.6, 3.1)),
+                    "xs1", 3, ())
+
+    def fails(s):  # breaks only with both faults, 7.6 s apart, the second at least 3 s long
+        return len(s.faults) == 2 and round(s.faults[1].at - s.faults[0].at, 1) == 7.6 \
+            and (s.faults[1].duration or 99) >= 3.0
+
+    small = shrink(pair, fails, space)
+    assert [(f.at, f.duration) for f in small.faults] == [(FIRST_ONSET, 0.5), (37.6, 3.1)]
+
+
+def test_a_run_that_raises_is_a_problem_not_a_hung_pool():
+    bad = Schedule((Spec("link.oneway", "xs1", 30.0, 1.0),), "xs1", 0, ())  # not a link
+    good = Schedule((Spec("nic.down", "xs1", 30.0, 1.0),), "xs1", 0, ())
+    outcomes = list(run_schedules([bad, good], workers=2))
+    assert [o.problems[0].rule if o.problems else None for o in outcomes] == ["error", None]
 
 
 def test_regression_ids_continue_the_highest_number(tmp_path):
@@ -394,7 +415,7 @@ test_faults_at_moments = FaultsAtMoments.TestCase
 def test_the_machine_catches_a_broken_core(mutant):
     """Under a mutant the machine fails, and the faults it injected are noted as a scenario
     file with the seed (shrinking left out, for time)."""
-    quick = settings(FaultsAtMoments.TestCase.settings, max_examples=100,
+    quick = settings(FaultsAtMoments.TestCase.settings, max_examples=100, derandomize=True,
                      phases=[Phase.generate])
     undo = apply(by_name(mutant))
     try:
