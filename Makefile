@@ -64,12 +64,26 @@ test: lint typecheck unit test36
 bench: $(VENV)/.stamp
 	$(PY) -m simulations.bench
 
-# Fresh random fault schedules (the test suite replays fixed ones). A failure prints the
-# schedule as a scenario file and its seed: make it a regression (simulations/regressions/).
+# The long run (the test suite replays fixed schedules): COUNT seeded random fault schedules on
+# JOBS cores, half with a fence agent and half without (schedule i of SEED is always the same),
+# then the Hypothesis properties and the state machine on EXAMPLES fresh examples each. Each
+# step runs even if an earlier one failed. The first failure of each is shrunk, printed as a
+# scenario file with its seed and replay command, and saved as the next Rnnn in
+# simulations/regressions/, which the matrix runs forever. About 30 minutes on two cores.
+COUNT ?= 100000
+SEED ?= 0
+JOBS ?= $(shell nproc)
 EXAMPLES ?= 2000
 explore: $(VENV)/.stamp
-	HALIZARD_EXPLORE=1 HALIZARD_PROPERTY_EXAMPLES=$(EXAMPLES) $(PY) -m pytest -q -x \
-	  -p no:cacheprovider tests/test_properties.py
+	@status=0; \
+	HALIZARD_EXPLORE=1 $(PY) -m halizard simulate --explore random --config-variant fence-agent \
+	  --count $$(( $(COUNT) / 2 )) --seed $(SEED) --jobs $(JOBS) || status=1; \
+	HALIZARD_EXPLORE=1 $(PY) -m halizard simulate --explore random --config-variant gateway-only \
+	  --count $$(( $(COUNT) - $(COUNT) / 2 )) --seed $(SEED) --jobs $(JOBS) || status=1; \
+	HALIZARD_EXPLORE=1 HALIZARD_PROPERTY_EXAMPLES=$(EXAMPLES) HALIZARD_STATEFUL_EXAMPLES=$(EXAMPLES) \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/test_properties.py tests/test_explore.py \
+	  || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) $(VENV36) build .pytest_cache .mypy_cache .ruff_cache

@@ -104,7 +104,10 @@ def judge(schedule: Schedule) -> RunResult:
 
 def _outcome(job: Tuple[int, Schedule]) -> Outcome:
     index, schedule = job
-    result = judge(schedule)
+    try:
+        result = judge(schedule)
+    except Exception as exc:  # reported as a problem: an exception a worker cannot send back hangs the pool
+        return Outcome(index, schedule, (Problem("error", repr(exc)),), frozenset())
     return Outcome(index, schedule, problems(result), result.transitions)
 
 
@@ -144,7 +147,7 @@ def explore(schedules: Iterable[Schedule], spaces: Sequence[Space], workers: int
 
 
 def broken(schedule: Schedule, rule: str) -> Optional[Problem]:
-    return next((p for p in problems(judge(schedule)) if p.rule == rule), None)
+    return next((p for p in _outcome((0, schedule)).problems if p.rule == rule), None)
 
 
 def shrink_finding(index: int, schedule: Schedule, problem: Problem, space: Space) -> Finding:
@@ -177,8 +180,9 @@ def shrink(schedule: Schedule, fails: Callable[[Schedule], bool], space: Space,
 
 
 def smaller(schedule: Schedule, space: Space) -> Iterator[Schedule]:
-    """Every one-step simplification, the biggest first: a seed the matrix replays (0-19),
-    one fault fewer, one fault shorter, one fault earlier."""
+    """Every one-step simplification, the biggest first: a seed the matrix replays (0-19), one
+    fault fewer, the whole schedule earlier (gaps kept: they are usually what matters), one
+    fault shorter, one fault earlier."""
     faults = schedule.faults
     if schedule.seed >= DEFAULT_SEEDS:
         for seed in range(DEFAULT_SEEDS):
@@ -186,6 +190,10 @@ def smaller(schedule: Schedule, space: Space) -> Iterator[Schedule]:
     if len(faults) > 1:
         for i in range(len(faults)):
             yield schedule._replace(faults=faults[:i] + faults[i + 1:])
+    shift = min(f.at for f in faults) - FIRST_ONSET
+    if shift > 0:
+        yield schedule._replace(faults=tuple(f._replace(at=round(f.at - shift, 6))
+                                             for f in faults))
     for i, f in enumerate(faults):
         if f.kind not in INSTANT:
             for d in space.durations:
@@ -193,10 +201,17 @@ def smaller(schedule: Schedule, space: Space) -> Iterator[Schedule]:
                     yield schedule._replace(faults=faults[:i] + (f._replace(duration=d),)
                                             + faults[i + 1:])
     for i, f in enumerate(faults):
-        at = FIRST_ONSET
-        while at < f.at:
+        for at in _earlier(f.at, [g.at for g in faults[:i]]):
             yield schedule._replace(faults=faults[:i] + (f._replace(at=at),) + faults[i + 1:])
-            at += STEP
+
+
+def _earlier(at: float, before: Sequence[float]) -> List[float]:
+    """Earlier onsets worth a run: the first onset, the previous fault's, halfway there, one
+    step earlier."""
+    floor = max([FIRST_ONSET] + [b for b in before if b <= at])
+    halfway = floor + round((at - floor) / 2 / STEP) * STEP
+    return sorted({round(x, 6) for x in (FIRST_ONSET, floor, halfway, at - STEP)
+                   if FIRST_ONSET <= x < at})
 
 
 # --- reporting and regression files -------------------------------------------------------------
@@ -232,7 +247,13 @@ def slug(schedule: Schedule, problem: Problem) -> str:
 
 
 def replay_command(path: str, seed: int) -> str:
-    return "python -m halizard simulate %s --seed %d" % (path, seed)
+    return "python -m halizard simulate %s --seed %d" % (_short(path), seed)
+
+
+def _short(path: str) -> str:
+    """A path below the working directory (the repository) is written relative to it."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def variant_of(schedule: Schedule) -> str:

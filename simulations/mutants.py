@@ -4,21 +4,34 @@ simulator's checker must catch every one: a mutant that passes the matrix is a h
 checker or in the matrix.
 
     python -m simulations.mutants [NAME ...] [--seeds N]
+    python -m simulations.mutants --explore [NAME ...] [--count N] [--seed S] [--save DIR]
 
 runs the built-in matrix against each mutant and reports, for each, the first scenario and seed
-that caught it and how (the invariant, or the unmet expectation). A mutant is a textual change of
-one module's source, executed in place of the module for the duration of the run (and inherited
-by the matrix's worker processes); the original is restored afterwards.
+that caught it and how (the invariant, or the unmet expectation). With --explore it runs the
+explorer instead (simulations/explore.py: random schedules, with a fence agent and without in
+turn, up to --count of each) and reports, for each mutant, how many schedules it took and the
+minimal schedule that caught it, written to DIR (a temporary directory by default) with the
+command that replays it. The explorer judges what holds for every schedule (safety; liveness
+once every fault has healed; no unjustified fence after short transients), so it misses the
+mutants that only the matrix's named expectations see (who is fenced, how fast, which master).
+
+A mutant is a textual change of one module's source, executed in place of the module for the
+duration of the run (and inherited by the worker processes); the original is restored afterwards.
 """
 import argparse
 import importlib
 import inspect
+import itertools
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from simulations.explore import explore, found, scenario_text, write_text
 from simulations.matrix import BUILTIN_MATRIX, run_matrix
 from simulations.scenario import find_scenarios, load_scenario
+from simulations.schedules import VARIANTS, random_schedules, random_space
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,8 @@ class Verdict:
     seed: Optional[int] = None
     how: str = ""
     replay: str = ""
+    schedules: int = 0  # --explore: how many schedules ran before one caught it
+    minimal: str = ""  # --explore: the faults of the minimal schedule that caught it
 
 
 def hunt(mutant: Mutant, scenarios: Sequence[Any], seeds: int,
@@ -174,6 +189,38 @@ def _first_failure(mutant: Mutant, scenarios: Sequence[Any], **matrix: Any) -> V
     return Verdict(mutant, False)
 
 
+def explore_hunt(mutant: Mutant, count: int, seed: int, save: str,
+                 workers: Optional[int] = None) -> Verdict:
+    """Random schedules under the mutant, with a fence agent and without in turn, until one
+    breaks a rule; that one is shrunk and written to ``save``."""
+    spaces = [random_space(VARIANTS[name]) for name in ("fence-agent", "gateway-only")]
+    schedules = itertools.chain.from_iterable(
+        zip(*[random_schedules(space, seed, count) for space in spaces]))
+    undo = apply(mutant)
+    try:
+        result = explore(schedules, spaces, workers or os.cpu_count() or 1, stop_at_first=True)
+    finally:
+        undo()
+    if result.finding is None:
+        return Verdict(mutant, False, schedules=result.runs)
+    return _explore_verdict(mutant, result.finding, result.runs, save, seed, count)
+
+
+def _explore_verdict(mutant: Mutant, finding: Any, ran: int, save: str, seed: int,
+                     count: int) -> Verdict:
+    schedule, v = finding.minimal, finding.problem
+    os.makedirs(save, exist_ok=True)
+    path = os.path.join(save, "%s.toml" % mutant.name)
+    replay = "python -m simulations.mutants %s --replay %s --seed %d" % (mutant.name, path,
+                                                                          schedule.seed)
+    header = found("`python -m simulations.mutants --explore %s --count %d --seed %d` (schedule "
+                   "%d)" % (mutant.name, count, seed, finding.index), v) + ["Replay: " + replay]
+    write_text(path, scenario_text(schedule, v, "M-" + mutant.name, path, ("mutant",), header))
+    faults = ", then ".join(f.label() for f in schedule.faults)
+    return Verdict(mutant, True, path, schedule.seed, v.describe(), replay,
+                   ran, "%s (master %s)" % (faults, schedule.master))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.mutants")
     parser.add_argument("names", nargs="*", help="mutants to run (default: the whole catalog)")
@@ -181,6 +228,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--replay", help="run only this scenario file")
     parser.add_argument("--seed", type=int, help="with --replay: only this seed")
     parser.add_argument("--list", action="store_true", help="list the catalog and stop")
+    parser.add_argument("--explore", action="store_true", help="hunt with the explorer's random "
+                        "schedules instead of the matrix")
+    parser.add_argument("--count", type=int, default=300, help="with --explore: schedules per "
+                        "configuration (default 300)")
+    parser.add_argument("--explore-seed", type=int, default=0, help="with --explore: the "
+                        "exploration's seed")
+    parser.add_argument("--save", default=os.path.join(tempfile.gettempdir(), "halizard-mutants"),
+                        help="with --explore: where the minimal schedules are written")
+    parser.add_argument("--jobs", type=int, help="worker processes (default: CPUs)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
         for m in CATALOG:
@@ -195,12 +251,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     scenarios = [load_scenario(p) for p in paths]
     caught = 0
     for mutant in mutants:
-        if args.replay and args.seed is not None:
+        if args.explore:
+            verdict = explore_hunt(mutant, args.count, args.explore_seed, args.save, args.jobs)
+        elif args.replay and args.seed is not None:
             verdict = hunt_one(mutant, scenarios[0], args.seed)
         else:
-            verdict = hunt(mutant, scenarios, args.seeds)
+            verdict = hunt(mutant, scenarios, args.seeds, args.jobs)
         caught += verdict.caught
-        if verdict.caught:
+        if args.explore:
+            print(_explore_line(verdict))
+        elif verdict.caught:
             print("caught  %-34s by %s seed %s: %s" % (mutant.name, verdict.scenario,
                                                       verdict.seed, verdict.how))
         else:
@@ -208,6 +268,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout.flush()
     print("mutation score: %d of %d caught" % (caught, len(mutants)))
     return 0 if caught == len(mutants) else 1
+
+
+def _explore_line(verdict: Verdict) -> str:
+    name = verdict.mutant.name
+    if not verdict.caught:
+        return "MISSED  %-34s in %d schedules: %s" % (name, verdict.schedules, verdict.mutant.bug)
+    return ("caught  %-34s after %d schedules by %s\n        minimal: %s, seed %d\n"
+            "        replay: %s" % (name, verdict.schedules, verdict.how, verdict.minimal,
+                                    verdict.seed or 0, verdict.replay))
 
 
 def hunt_one(mutant: Mutant, scenario: Any, seed: int) -> Verdict:

@@ -6,7 +6,7 @@ trace hash on any machine and under any PYTHONHASHSEED.
 import hashlib
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
 
 from halizard.core.config import Config, ConfigError, load_config
 from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, RESTART
@@ -14,7 +14,7 @@ from halizard.core.timing import bounds
 from simulations.executor import PASSWORD, START_AFTER_BOOT, USERNAME, SimDaemon
 from simulations.faults import FaultInjector, Operator
 from simulations.invariants import Checker, FenceRecord, Violation
-from simulations.scenario import ANY, Scenario, ScenarioError
+from simulations.scenario import ANY, Fault, Scenario, ScenarioError
 from simulations.world.clock import HostClock
 from simulations.world.rng import Streams
 from simulations.world.scheduler import ns, seconds
@@ -292,6 +292,7 @@ class Simulation:
             world.scheduler.at(phase.uniform_ns(0, ns(config.probe_interval)),
                                self.daemons[name].start)
         self.unmet: List[str] = []
+        self._injected = 0
         self.bound = liveness_bound(scenario, config)
         if self.bound is not None:
             deadline = scenario.last_event() + self.bound
@@ -307,19 +308,75 @@ class Simulation:
             self.unmet.append("liveness: " + problem)
 
     def run(self) -> RunResult:
-        world = self.world
         duration = run_duration(self.scenario, self.config)
+        started = time.perf_counter()
+        self.advance(duration)
+        return self.finish(duration, time.perf_counter() - started)
+
+    # --- stepwise: for explorers that choose faults as the run goes ------------------------------
+
+    @property
+    def now(self) -> float:
+        return seconds(self.world.now)
+
+    def mode(self, host: str) -> Optional[str]:
+        """The mode of ``host``'s latest decision; None before its daemon's first."""
+        mode = self.checker.modes.get(host)
+        return None if mode is None else mode.value
+
+    def advance(self, until: float) -> None:
+        """Run every event up to ``until`` (seconds from the start), checking the invariants after
+        each."""
+        self.world.scheduler.run_until(ns(until), self._after_event())
+
+    def step(self) -> bool:
+        """Run the events of the next instant; False when nothing is left to happen."""
+        t = self.world.scheduler.next_time()
+        if t is None:
+            return False
+        self.world.scheduler.run_until(t, self._after_event())
+        return True
+
+    def advance_until(self, condition: Callable[[], bool], limit: float) -> bool:
+        """Run instant by instant until ``condition()`` holds (True) or ``limit`` seconds have
+        passed (False)."""
+        scheduler = self.world.scheduler
+        end = ns(self.now + limit)
+        while True:
+            t = scheduler.next_time()
+            if t is None or t > end:
+                scheduler.run_until(end, self._after_event())
+                return False
+            scheduler.run_until(t, self._after_event())
+            if condition():
+                return True
+
+    def inject(self, fault: Fault) -> None:
+        """One more fault, beyond the scenario's: its onset at ``fault.at`` (now, if that has
+        passed), its heal ``fault.duration`` later."""
+        index = len(self.scenario.faults) + self._injected
+        self._injected += 1
+        self.world.scheduler.at(ns(fault.at), self.injector.onset, index, fault)
+        if fault.heals_at is not None:
+            self.world.scheduler.at(ns(fault.heals_at), self.injector.heal, index, fault)
+
+    def _after_event(self) -> Callable[[], None]:
         checker = self.checker
         tracer = self.tracer
-        keep = tracer.keep
+        if not tracer.keep:
+            return checker.after_event
 
         def after_event() -> None:
             checker.after_event()
             tracer.after_event()
 
-        started = time.perf_counter()
-        world.scheduler.run_until(ns(duration), after_event if keep else checker.after_event)
-        wall = time.perf_counter() - started
+        return after_event
+
+    def finish(self, duration: float, wall: float = 0.0) -> RunResult:
+        """Judge the run as it stands after ``duration`` simulated seconds."""
+        world = self.world
+        checker = self.checker
+        tracer = self.tracer
         self._judge_end()
         margin = min(checker.margins) if checker.margins else None
         return RunResult(
@@ -334,7 +391,7 @@ class Simulation:
             events=world.scheduler.events,
             wall=wall,
             sim_seconds=duration,
-            timeline=tracer.timeline(duration) if keep else None,
+            timeline=tracer.timeline(duration) if tracer.keep else None,
             transitions=frozenset(tracer.transitions),
         )
 

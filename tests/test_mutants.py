@@ -1,12 +1,14 @@
 """The mutation catalog: every deliberately broken variant of the core is caught by the scenario
 that caught it when the catalog was written (python -m simulations.mutants hunts over the whole
-matrix), and the original code is back afterwards."""
+matrix), and the original code is back afterwards. The explorer's hunt (--explore) reports the
+minimal schedule that caught a mutant, or that it missed it."""
 import os
+import re
 
 import pytest
 
 from simulations.matrix import BUILTIN_DIR, REGRESSIONS_DIR, run_matrix
-from simulations.mutants import CATALOG, by_name, hunt
+from simulations.mutants import CATALOG, by_name, hunt, hunt_one, main
 from simulations.scenario import load_scenario
 
 CAUGHT_BY = {
@@ -51,3 +53,31 @@ def test_the_original_is_restored_after_a_mutant():
     hunt(by_name("takeover-before-self-fence"), [scenario], seeds=1, workers=1)
     summaries, _ = run_matrix([scenario], seeds=2, workers=1)
     assert all(s.passed for s in summaries)
+
+
+def test_the_explorer_catches_a_mutant_and_keeps_its_minimal_schedule(tmp_path, capsys):
+    """`python -m simulations.mutants --explore`: random schedules until one breaks a rule under
+    the mutant; the shrunk schedule is written with the command that replays it, and it fails
+    under the mutant only."""
+    status = main(["--explore", "feed-without-lease", "--count", "40", "--jobs", "1",
+                   "--save", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "caught  feed-without-lease" in out and "mutation score: 1 of 1 caught" in out
+    path = tmp_path / "feed-without-lease.toml"
+    seed = int(re.search(r"--seed (\d+)", out).group(1))
+    assert "replay: python -m simulations.mutants feed-without-lease --replay %s --seed %d" % (
+        path, seed) in out
+    scenario = load_scenario(str(path))
+    assert hunt_one(by_name("feed-without-lease"), scenario, seed).caught
+    summaries, _ = run_matrix([scenario], seed=seed, workers=1)
+    assert all(s.passed for s in summaries)
+
+
+def test_a_mutant_the_explorer_cannot_see_is_reported_missed(tmp_path, capsys):
+    """The symmetric tie-break only changes who is fenced, which no generated schedule pins."""
+    status = main(["--explore", "symmetric-tie-break", "--count", "10", "--jobs", "1",
+                   "--save", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "MISSED  symmetric-tie-break" in out and "in 20 schedules" in out
