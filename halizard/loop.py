@@ -22,7 +22,14 @@ from typing import Any, Generator
 
 from halizard.core.config import Config
 from halizard.core.decide import absorb_results, decide
-from halizard.core.observe import ReadTemplates, observe, plan_reads, read_templates
+from halizard.core.observe import (
+    NOTHING_CARRIED,
+    ReadTemplates,
+    carry,
+    observe,
+    plan_reads,
+    read_templates,
+)
 from halizard.core.state import DaemonState, Decision, evolve, initial_state
 from halizard.effects import (
     Enact,
@@ -62,11 +69,13 @@ def cycle(config: Config, templates: ReadTemplates, state: DaemonState, begin: N
           ) -> Generator[Any, Any, Decision]:
     """One HA cycle, begun at ``begin``: observe, decide, enact. Returns the decision, which
     carries the new state and when the next cycle is due."""
+    carried = NOTHING_CARRIED
     while True:
         role: PoolRole
         role = yield ReadPoolRole()
         plan = plan_reads(config, templates, state, role, begin.monotonic)
         results = yield Parallel(plan.effects)
+        results, carried = carry(plan, results, carried)
         now: Now
         now = yield ReadClock()
         if now.monotonic - begin.monotonic <= templates.read_budget:

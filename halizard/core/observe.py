@@ -222,6 +222,27 @@ def plan_reads(config: Config, templates: ReadTemplates, state: DaemonState, rol
 COLLECT_CALLS = CollectCalls()
 
 
+Carried = Tuple[Tuple[Any, ...], Tuple[Any, ...]]  # (fence outcomes, background call outcomes)
+NOTHING_CARRIED: Carried = ((), ())
+
+
+def carry(plan: ReadPlan, results: Tuple[Any, ...], carried: Carried) -> Tuple[Tuple[Any, ...],
+                                                                              Carried]:
+    """The round's results with the outcomes collected in discarded rounds put back in front,
+    and what to carry if this round is discarded too. A collection hands each outcome over
+    once: a round thrown away after a stall must not take a fence's "off" (or the watcher's
+    reply) with it (finding 1 of the explorer, BENCHMARKS.md: the survivor waited forever)."""
+    fences, calls = carried
+    out = list(results)
+    if plan.fence_at is not None:
+        out[plan.fence_at] = fences + tuple(results[plan.fence_at])
+        fences = out[plan.fence_at]
+    if plan.calls_at is not None:
+        out[plan.calls_at] = calls + tuple(results[plan.calls_at])
+        calls = out[plan.calls_at]
+    return tuple(out), (fences, calls)
+
+
 @lru_cache(maxsize=64)
 def _probe(template: Probe, text: str) -> Probe:
     """The probe carrying this beacon (memoized: it is the same nearly every cycle)."""
