@@ -21,7 +21,7 @@ from halizard.core.pool import (
     parse_pool,
 )
 from halizard.effects import LOCAL, POOL_SESSION, XapiCall
-from halizard.runtime.xapi import XapiAdapter
+from halizard.runtime.xapi import XapiAdapter, find_masters
 
 TIMEOUT = 10.0  # seconds per call: an operator waits longer than the daemon does
 
@@ -77,12 +77,13 @@ PROBE_TIMEOUT = 3.0  # seconds to wait for each host's xapi in `status`
 def roles(pool: Pool, view: PoolView, timeout: float = PROBE_TIMEOUT) -> Dict[str, str]:
     """host uuid -> what its xapi says it is now: "master", "slave", or why it did not answer.
     The database alone cannot tell: xapi marks a crashed host not live only after ten minutes."""
+    found = find_masters(pool.adapter, tuple(h.address for h in view.hosts), timeout)
     answers = {}
-    for host in view.hosts:
-        result = pool.adapter.perform(XapiCall("pool.get_all", (), host.address, POOL_SESSION,
-                                               timeout))
-        answers[host.uuid] = ("master" if result.ok else "slave" if result.code == "HOST_IS_SLAVE"
-                              else result.code)
+    for h in view.hosts:
+        code = found.unreachable.get(h.address, "")
+        answers[h.uuid] = ("master" if h.address in found.masters
+                           else "slave" if h.address in found.slaves or code == "HOST_IS_SLAVE"
+                           else code)
     return answers
 
 
