@@ -8,8 +8,9 @@ custom fields (halizard.core.pool); start order and delay are the VM's own ``ord
 ``start_delay`` fields, which XenCenter edits too.
 """
 import difflib
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from halizard.core.pool import (
     KEY_ENABLED,
@@ -18,9 +19,11 @@ from halizard.core.pool import (
     PoolParseError,
     PoolView,
     VmView,
+    daemon_reports,
     parse_pool,
+    parse_report,
 )
-from halizard.effects import LOCAL, POOL_SESSION, XapiCall
+from halizard.effects import LOCAL, POOL_SESSION, XapiCall, XapiResult
 from halizard.runtime.xapi import XapiAdapter, find_masters
 
 TIMEOUT = 10.0  # seconds per call: an operator waits longer than the daemon does
@@ -39,11 +42,15 @@ class Pool:
     timeout: float = TIMEOUT
 
     def call(self, method: str, *args: Any) -> Any:
-        result = self.adapter.perform(XapiCall(method, tuple(args), self.address, POOL_SESSION,
-                                               self.timeout))
+        result = self.attempt(method, *args)
         if not result.ok:
             raise AdminError("%s failed: %s" % (method, " ".join(result.error)))
         return result.value
+
+    def attempt(self, method: str, *args: Any) -> XapiResult:
+        """The call's result, an error included: for callers that act on xapi's error codes."""
+        return self.adapter.perform(XapiCall(method, tuple(args), self.address, POOL_SESSION,
+                                             self.timeout))
 
 
 def connect(adapter: XapiAdapter, timeout: float = TIMEOUT) -> Pool:
@@ -62,13 +69,43 @@ def connect(adapter: XapiAdapter, timeout: float = TIMEOUT) -> Pool:
     raise AdminError("cannot reach xapi: %s" % " ".join(result.error))
 
 
-def read_view(pool: Pool) -> PoolView:
+@dataclass(frozen=True)
+class PoolState:
+    """The view, and the pool's other_config read with it (daemon reports, pool-wide
+    settings, HA-Lizard's keys: what the view does not keep)."""
+
+    view: PoolView
+    other_config: Dict[str, Any]
+
+
+def read_state(pool: Pool) -> PoolState:
+    pools = pool.call("pool.get_all_records")
     try:
-        return parse_pool(pool.call("pool.get_all_records"), pool.call("host.get_all_records"),
+        view = parse_pool(pools, pool.call("host.get_all_records"),
                           pool.call("host_metrics.get_all_records"),
                           pool.call("VM.get_all_records"))
     except PoolParseError as exc:
         raise AdminError("the pool database answered something unexpected: %s" % exc) from None
+    return PoolState(view, pool_other_config(pools))
+
+
+def read_view(pool: Pool) -> PoolView:
+    return read_state(pool).view
+
+
+def pool_other_config(pools: Any) -> Dict[str, Any]:
+    """The pool's other_config from ``pool.get_all_records`` (parse_pool checked its shape)."""
+    try:
+        record = next(iter(pools.values()))
+        other = record.get("other_config") or {}
+        return dict(other)
+    except (AttributeError, StopIteration, TypeError, ValueError):
+        raise AdminError("the pool record answered something unexpected") from None
+
+
+def read_other_config(pool: Pool) -> Dict[str, Any]:
+    """The pool's other_config alone (one call): what a wait polls."""
+    return pool_other_config(pool.call("pool.get_all_records"))
 
 
 PROBE_TIMEOUT = 3.0  # seconds to wait for each host's xapi in `status`
@@ -112,6 +149,46 @@ def switch(pool: Pool, view: PoolView, on: bool) -> bool:
         return False
     set_other_config(pool, "pool", pool_ref(pool), KEY_ENABLED, "true" if on else "false")
     return True
+
+
+DISABLED_STATE = "disabled"  # the daemon's mode while the switch is off (halizard.core.state)
+POLL = 0.5  # seconds between two looks at the pool while waiting for something
+
+
+def acknowledges(raw: Any, on: bool, now: float) -> bool:
+    """Whether a daemon's published report shows it has taken up the switch: a current (not
+    stale) report whose state is "disabled" exactly when the switch is off."""
+    report = parse_report(raw)
+    return report is not None and not report.stale(now) and (report.state == DISABLED_STATE) != on
+
+
+def bounded(pool: Pool, deadline: float, clock: Callable[[], float] = time.monotonic) -> Pool:
+    """The same session with each call's timeout cut to what is left before ``deadline``."""
+    return replace(pool, timeout=max(0.5, min(pool.timeout, deadline - clock())))
+
+
+def await_switch(pool: Pool, host_uuids: Sequence[str], on: bool, timeout: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> Dict[str, Any]:
+    """Wait until the daemon of every host in ``host_uuids`` has acknowledged the switch, at
+    most ``timeout`` seconds. Returns the hosts that did not (host uuid -> its last raw report,
+    None when it has none): empty when all did."""
+    deadline = clock() + timeout
+    waiting: Dict[str, Any] = {uuid: None for uuid in host_uuids}
+    while True:
+        try:
+            reports = daemon_reports(read_other_config(bounded(pool, deadline, clock)))
+        except AdminError:
+            reports = {}  # the master may be busy; the deadline decides
+        now = wall()
+        for uuid in list(waiting):
+            waiting[uuid] = reports.get(uuid, waiting[uuid])
+            if acknowledges(reports.get(uuid), on, now):
+                del waiting[uuid]
+        if not waiting or clock() >= deadline:
+            return waiting
+        sleep(min(POLL, max(0.0, deadline - clock())))
 
 
 def resolve_vms(view: PoolView, names: Sequence[str]) -> Tuple[VmView, ...]:

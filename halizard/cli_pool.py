@@ -1,4 +1,4 @@
-"""The operator's pool commands: status, enable, disable, vm list, vm set.
+"""The operator's pool commands: status [--watch], enable and disable [--wait], vm list, vm set.
 
 They talk to xapi like the daemon does (halizard.admin over halizard.runtime.xapi): on a host,
 through its local socket as root; elsewhere with ``--xapi URL`` and ``--password-file``. A
@@ -12,15 +12,15 @@ import json
 import os
 import stat
 import sys
+import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-from halizard.core.pool import RESTART, PoolView
+from halizard.core.pool import PoolView
 
 LOCAL_XAPI = "unix:/var/lib/xcp/xapi"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-HEALTHY, DEGRADED, UNPROTECTED = "healthy", "degraded", "unprotected"
-HEALTH_EXIT = {HEALTHY: 0, DEGRADED: 1, UNPROTECTED: 2}
+WAIT_TIMEOUT = 30.0  # seconds `enable --wait` / `disable --wait` wait by default
 
 
 def register(sub: Any) -> None:
@@ -37,11 +37,20 @@ def register(sub: Any) -> None:
     status = sub.add_parser("status", parents=[connection], help="the pool, its HA switch and "
                             "its protected VMs; the exit status tells the health")
     status.add_argument("--json", action="store_true", help="machine-readable (keys in README)")
+    status.add_argument("--watch", type=float, metavar="SECONDS",
+                        help="look again every SECONDS until interrupted")
     status.set_defaults(func=cmd_status)
 
-    enable = sub.add_parser("enable", parents=[connection], help="switch HA on pool-wide")
+    waiting = argparse.ArgumentParser(add_help=False)
+    waiting.add_argument("--wait", action="store_true", help="wait until the daemon of every "
+                         "reachable host has acknowledged the switch")
+    waiting.add_argument("--timeout", type=float, default=WAIT_TIMEOUT, metavar="SECONDS",
+                         help="how long --wait waits (default %gs)" % WAIT_TIMEOUT)
+    enable = sub.add_parser("enable", parents=[connection, waiting],
+                            help="switch HA on pool-wide")
     enable.set_defaults(func=cmd_switch, on=True)
-    disable = sub.add_parser("disable", parents=[connection], help="switch HA off pool-wide")
+    disable = sub.add_parser("disable", parents=[connection, waiting],
+                             help="switch HA off pool-wide")
     disable.add_argument("--yes", action="store_true", help="do not ask")
     disable.set_defaults(func=cmd_switch, on=False)
 
@@ -142,81 +151,31 @@ def _run(body: Callable[[], int]) -> int:
 # --- status -------------------------------------------------------------------------------------
 
 
-def status_report(view: PoolView, answers: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """The `status --json` document (its keys are documented in the README and stable).
-    ``answers``: what each host's xapi said when asked just now (admin.roles)."""
-    names = {h.uuid: h.name for h in view.hosts}
-    answers = answers or {}
-    problems: List[str] = []
-    masters = [h.name for h in view.hosts if answers.get(h.uuid) == "master"]
-    if len(masters) > 1:
-        problems.append("two masters: %s each answer as pool master" % " and ".join(masters))
-    if view.native_ha:
-        problems.append("XenServer's own HA is enabled: halizard stands down while it is")
-    if not view.ha_enabled:
-        problems.append("halizard is switched off for this pool (halizard enable)")
-    hosts = []
-    for h in view.hosts:
-        maintenance = h.uuid in view.maintenance
-        answer = answers.get(h.uuid)
-        hosts.append({"name": h.name, "uuid": h.uuid, "address": h.address,
-                      "role": "master" if h.uuid == view.master_uuid else "slave",
-                      "xapi": answer, "live": h.live, "enabled": h.enabled,
-                      "maintenance": maintenance})
-        if answer is not None and answer not in ("master", "slave"):
-            problems.append("host %s: its xapi does not answer (%s)" % (h.name, answer))
-        elif not h.live:
-            problems.append("host %s is not live" % h.name)
-        elif maintenance:
-            problems.append("host %s is in maintenance" % h.name)
-        elif not h.enabled:
-            problems.append("host %s is disabled" % h.name)
-    vms = []
-    for v in view.vms:
-        host = names.get(v.resident_on) if v.running and v.resident_on else None
-        vms.append({"name": v.name, "uuid": v.uuid, "restart": v.policy,
-                    "power_state": v.power_state, "host": host, "order": v.order,
-                    "start_delay": v.start_delay})
-        if v.policy == RESTART and not v.running:
-            problems.append("protected VM %s is %s" % (v.name, v.power_state.lower()))
-    if view.native_ha or not view.ha_enabled:
-        health = UNPROTECTED
-    elif problems:
-        health = DEGRADED
-    else:
-        health = HEALTHY
-    return {"health": health, "ha_enabled": view.ha_enabled, "native_ha": view.native_ha,
-            "master": names.get(view.master_uuid or ""), "hosts": hosts, "vms": vms,
-            "problems": problems}
+def _status_once(args: argparse.Namespace, pool: Any) -> Tuple[Any, Dict[str, Any]]:
+    """One look at the pool: (the session, for the next look; the status document)."""
+    from halizard.admin import read_state, roles
+    from halizard.core.pool import daemon_reports
+    from halizard.status import status_report
 
-
-def render_status(report: Dict[str, Any]) -> str:
-    lines = ["pool: %s; halizard %s; XenServer HA %s" % (
-        report["health"], "enabled" if report["ha_enabled"] else "disabled",
-        "on" if report["native_ha"] else "off"), "hosts:"]
-    for h in report["hosts"]:
-        lines.append("  %-12s %-6s %s%s%s%s  %s" % (
-            h["name"], h["role"], "live" if h["live"] else "NOT LIVE",
-            "" if h["xapi"] in (None, "master", "slave") else ", xapi: %s" % h["xapi"],
-            "" if h["enabled"] else ", disabled", ", maintenance" if h["maintenance"] else "",
-            h["address"]))
-    protected = [v for v in report["vms"] if v["restart"] != "never"]
-    lines.append("protected VMs: %s" % ("none" if not protected else ""))
-    for v in protected:
-        where = "running on %s" % v["host"] if v["host"] else v["power_state"].lower()
-        lines.append("  %-24s %-11s %s" % (v["name"], v["restart"], where))
-    lines.append("problems: %s" % ("none" if not report["problems"] else ""))
-    lines.extend("  " + p for p in report["problems"])
-    return "\n".join(lines)
+    if pool is None:
+        pool = _connect(args)
+    state = read_state(pool)
+    report = status_report(state.view, roles(pool, state.view),
+                           daemon_reports(state.other_config), time.time())
+    return pool, report
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from halizard.admin import AdminError, read_view, roles
+    from halizard.admin import AdminError
+    from halizard.status import HEALTH_EXIT, UNPROTECTED, render_status
 
+    if args.watch is not None:
+        if not args.watch > 0:
+            print("halizard: --watch takes a number of seconds above zero", file=sys.stderr)
+            return EXIT_USAGE
+        return _watch(args)
     try:
-        pool = _connect(args)
-        view = read_view(pool)
-        report = status_report(view, roles(pool, view))
+        _, report = _status_once(args, None)
     except AdminError as exc:
         print("halizard: %s" % exc, file=sys.stderr)
         return HEALTH_EXIT[UNPROTECTED]
@@ -224,13 +183,55 @@ def cmd_status(args: argparse.Namespace) -> int:
     return HEALTH_EXIT[report["health"]]
 
 
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _watch(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Redraw every ``args.watch`` seconds until interrupted; the exit status is the last
+    health. On a terminal the screen is cleared first; otherwise (a log, a pipe) each look is
+    appended, with --json as one JSON document per line. A look that fails (the master
+    restarting, say) is shown and the next one connects again."""
+    from halizard.admin import AdminError
+    from halizard.status import HEALTH_EXIT, UNPROTECTED, render_status
+
+    out = out or sys.stdout
+    pool = None
+    code = HEALTH_EXIT[UNPROTECTED]
+    tty = out.isatty()
+    try:
+        while True:
+            try:
+                pool, report = _status_once(args, pool)
+                text = (json.dumps(report, sort_keys=True) if args.json
+                        else render_status(report))
+                code = HEALTH_EXIT[report["health"]]
+            except AdminError as exc:
+                pool = None
+                text = (json.dumps({"error": str(exc)}) if args.json
+                        else "halizard: %s" % exc)
+                code = HEALTH_EXIT[UNPROTECTED]
+            if tty:
+                out.write("\033[H\033[2J%s  (every %gs; Ctrl-C to stop)\n\n"
+                          % (time.strftime("%Y-%m-%d %H:%M:%S"), args.watch))
+            elif not args.json:
+                out.write("--- %s\n" % time.strftime("%Y-%m-%d %H:%M:%S"))
+            out.write(text + "\n")
+            out.flush()
+            _sleep(args.watch)
+    except KeyboardInterrupt:
+        return code
+
+
 # --- mutations ----------------------------------------------------------------------------------
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
-    from halizard.admin import read_view, switch
+    from halizard.admin import AdminError, read_view, switch
 
     def body() -> int:
+        if args.wait and not args.timeout > 0:
+            raise AdminError("--timeout takes a number of seconds above zero")
         _needs_root()
         pool = _connect(args)
         view = read_view(pool)
@@ -240,13 +241,43 @@ def cmd_switch(args: argparse.Namespace) -> int:
         changed = switch(pool, view, args.on)
         state = "on" if args.on else "off"
         print("halizard is %s%s" % (state, "" if changed else " (it already was)"))
-        return EXIT_OK
+        sys.stdout.flush()
+        return _await_switch(args, pool, view) if args.wait else EXIT_OK
 
     return _run(body)
 
 
+def _await_switch(args: argparse.Namespace, pool: Any, view: PoolView) -> int:
+    """--wait: every host whose xapi answers must publish a report that shows the switch."""
+    from halizard.admin import await_switch, roles
+    from halizard.status import daemon_entry, render_daemon
+
+    answers = roles(pool, view)
+    reachable = [h for h in view.hosts if answers.get(h.uuid) in ("master", "slave")]
+    for h in view.hosts:
+        if h not in reachable:
+            print("%s: not waited for: its xapi does not answer (%s)" % (h.name,
+                                                                        answers.get(h.uuid)))
+    missing = await_switch(pool, [h.uuid for h in reachable], args.on, args.timeout)
+    for h in reachable:
+        if h.uuid not in missing:
+            print("%s: acknowledged" % h.name)
+    if not missing:
+        return EXIT_OK
+    for h in reachable:
+        if h.uuid in missing:
+            print("halizard: %s: its daemon did not acknowledge within %gs; its report: %s"
+                  % (h.name, args.timeout, render_daemon(daemon_entry(missing[h.uuid],
+                                                                      time.time()))),
+                  file=sys.stderr)
+    print("halizard: the switch is written; each daemon applies it when it runs "
+          "(`systemctl status halizard` on that host)", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def cmd_vm_list(args: argparse.Namespace) -> int:
     from halizard.admin import read_view
+    from halizard.status import status_report
 
     def body() -> int:
         vms = status_report(read_view(_connect(args)))["vms"]

@@ -2,12 +2,15 @@
 client underneath (halizard.admin over halizard.runtime.xapi)."""
 import json
 import os
+import threading
+import time
 
 import pytest
 import XenAPI
 
+from halizard import cli_pool
 from halizard.cli import main
-from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART
+from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, DaemonReport, status_key
 from halizard.runtime.transport import transport_for
 from simulations.xapi import SimulatedPool
 
@@ -54,7 +57,30 @@ def vm_record(pool, name):
     return s.xenapi.VM.get_record(s.xenapi.VM.get_by_uuid(pool.vm_uuid(name)))
 
 
-def test_status_is_healthy_then_degraded_when_the_peer_crashes(pool, login, capsys):
+def pool_other_config(pool):
+    s = session(pool)
+    return s.xenapi.pool.get_other_config(s.xenapi.pool.get_all()[0])
+
+
+def publish(pool, host, value=None, state="normal", age=1.0, reason="peer visible"):
+    """What a host's daemon publishes (``value``: the raw text, for garbage)."""
+    if value is None:
+        value = DaemonReport(state, reason, time.time() - age, 0.4, 0.6, "0.1.0").encode()
+    s = session(pool)
+    ref = s.xenapi.pool.get_all()[0]
+    key = status_key(pool.host_uuid(host))
+    s.xenapi.pool.remove_from_other_config(ref, key)
+    s.xenapi.pool.add_to_other_config(ref, key, value)
+
+
+@pytest.fixture
+def daemons(pool):
+    """Both daemons running and settled, as far as `status` can tell."""
+    for host in ("xs1", "xs2"):
+        publish(pool, host)
+
+
+def test_status_is_healthy_then_degraded_when_the_peer_crashes(pool, login, daemons, capsys):
     code, out, _ = run(capsys, "status", "--json", *login)
     report = json.loads(out)
     assert code == 0 and report["health"] == "healthy", report["problems"]
@@ -137,3 +163,106 @@ def test_a_slave_names_its_master_and_the_command_follows(pool, login, capsys):
     code, out, err = run(capsys, "vm", "set", "db", "--restart", "never", *argv)
     assert code == 0, err
     assert vm_record(pool, "db")["other_config"][KEY_VM_RESTART] == "never"
+
+
+# --- daemon states, --watch, --wait -------------------------------------------------------------
+
+
+def test_status_shows_each_daemon_and_a_missing_stale_or_garbled_report_degrades(pool, login,
+                                                                                 capsys):
+    publish(pool, "xs1", state="normal", reason="peer visible; all protected VMs running")
+    publish(pool, "xs2", state="survivor", reason="peer silent 4.5s, gateway visible")
+    code, out, _ = run(capsys, "status", "--json", *login)
+    report = json.loads(out)
+    daemons = {h["name"]: h["daemon"] for h in report["hosts"]}
+    assert daemons["xs1"]["report"] == "current" and daemons["xs1"]["state"] == "normal"
+    assert daemons["xs1"]["peer_seen_ago"] == 0.4 and daemons["xs1"]["gateway_seen_ago"] == 0.6
+    assert 0.5 < daemons["xs1"]["age"] < 60 and daemons["xs1"]["version"] == "0.1.0"
+    assert code == 1 and report["problems"] == [
+        "host xs2: daemon survivor: peer silent 4.5s, gateway visible"]
+
+    publish(pool, "xs2", age=200.0)
+    code, out, _ = run(capsys, "status", *login)
+    assert code == 1
+    assert "STALE normal (report 3m20s old" in out
+    assert "host xs2: its daemon's last report is stale (3m20s old)" in out
+
+    publish(pool, "xs2", value='{"state": "normal", "at": "yesterday"')
+    code, out, _ = run(capsys, "status", *login)
+    assert code == 1 and "daemon: unreadable report" in out
+    assert "host xs2: its daemon's report is unreadable" in out
+
+    s = session(pool)
+    s.xenapi.pool.remove_from_other_config(s.xenapi.pool.get_all()[0],
+                                           status_key(pool.host_uuid("xs2")))
+    code, out, _ = run(capsys, "status", *login)
+    assert code == 1 and "daemon: no report (daemon not running?)" in out
+    assert json.loads(run(capsys, "status", "--json", *login)[1])["hosts"][1]["daemon"] == {
+        "report": "absent", "state": None, "reason": None, "age": None, "peer_seen_ago": None,
+        "gateway_seen_ago": None, "version": None}
+
+
+def test_without_ha_a_missing_report_is_no_extra_problem(pool, login, capsys):
+    assert run(capsys, "disable", "--yes", *login)[0] == 0
+    code, out, _ = run(capsys, "status", "--json", *login)
+    assert code == 2 and json.loads(out)["problems"] == [
+        "halizard is switched off for this pool (halizard enable)"]
+
+
+def test_status_watch_redraws_until_interrupted(pool, login, daemons, capsys, monkeypatch):
+    looks = []
+
+    def sleep(seconds):
+        looks.append(seconds)
+        if len(looks) == 2:
+            pool.crash("xs2")  # the third look sees it
+        if len(looks) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_pool, "_sleep", sleep)
+    code, out, _ = run(capsys, "status", "--watch", "2", *login)
+    assert looks == [2.0, 2.0, 2.0]
+    assert out.count("pool: healthy") == 2 and out.count("pool: degraded") == 1
+    assert code == 1  # the last look's health
+    code, out, _ = run(capsys, "status", "--watch", "0", *login)
+    assert code == 2
+
+
+def test_status_watch_json_is_one_document_per_line(pool, login, daemons, capsys, monkeypatch):
+    def sleep(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_pool, "_sleep", sleep)
+    code, out, _ = run(capsys, "status", "--watch", "1", "--json", *login)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 and json.loads(lines[0])["health"] == "healthy"
+
+
+def test_enable_wait_times_out_without_daemon_reports(pool, login, capsys):
+    assert run(capsys, "disable", "--yes", *login)[0] == 0
+    started = time.monotonic()
+    code, out, err = run(capsys, "enable", "--wait", "--timeout", "0.6", *login)
+    assert code == 1 and out.startswith("halizard is on\n")
+    assert "xs1: its daemon did not acknowledge within 0.6s; its report: no report" in err
+    assert "the switch is written" in err
+    assert time.monotonic() - started < 10
+    assert pool_other_config(pool)[KEY_ENABLED] == "true"
+
+
+def test_disable_wait_returns_once_each_daemon_reports_disabled(pool, login, daemons, capsys):
+    result = {}
+
+    def disable():
+        result["code"] = main(["disable", "--yes", "--wait", "--timeout", "20"] + login)
+
+    waiter = threading.Thread(target=disable)
+    waiter.start()
+    pool.wait_until(lambda: pool.model.pool_other_config("xs1").get(KEY_ENABLED)
+                    == "false", 10, "the switch written")
+    publish(pool, "xs1", state="disabled", reason="HA is disabled for the pool")
+    assert waiter.is_alive()  # xs2 has not acknowledged yet
+    publish(pool, "xs2", state="disabled", reason="HA is disabled for the pool")
+    waiter.join(20)
+    out = capsys.readouterr().out
+    assert result == {"code": 0}, out
+    assert "xs1: acknowledged" in out and "xs2: acknowledged" in out

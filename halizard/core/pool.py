@@ -7,6 +7,8 @@ Refs are only meaningful on the master that issued them; UUIDs are the stable id
 Pool-wide halizard settings live in the pool's ``other_config`` so both hosts, XenCenter and
 Xen Orchestra see the same values; each VM's restart policy lives in the VM's ``other_config``.
 """
+import json
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
 
@@ -20,6 +22,11 @@ KEY_ENABLED = CUSTOM_FIELD + "halizard-enabled"
 KEY_DEFAULT_RESTART = CUSTOM_FIELD + "halizard-default-restart"
 KEY_VM_RESTART = CUSTOM_FIELD + "halizard-restart"
 KEY_MAINTENANCE_PREFIX = "halizard.maintenance."
+# Each daemon publishes what it is doing (a DaemonReport as JSON) under its host's UUID, so the
+# operator's `halizard status` on either host sees both daemons; pool-wide settings both hosts
+# must agree on (halizard.core.config.POOL_WIDE_KEYS) are stored as text under their names.
+KEY_STATUS_PREFIX = "halizard.status."
+KEY_CONFIG_PREFIX = "halizard.config."
 
 RESTART = "restart"
 BEST_EFFORT = "best-effort"
@@ -27,6 +34,91 @@ NEVER = "never"
 POLICIES = (RESTART, BEST_EFFORT, NEVER)
 
 RUNNING_STATES = ("Running", "Paused")
+
+# A report older than this says its daemon stopped publishing (dead, hung, or cut off from the
+# master): `halizard status` calls it stale. Daemons publish well within it.
+REPORT_STALE_AFTER = 180.0  # seconds
+
+
+def maintenance_key(host_uuid: str) -> str:
+    return KEY_MAINTENANCE_PREFIX + host_uuid
+
+
+def status_key(host_uuid: str) -> str:
+    return KEY_STATUS_PREFIX + host_uuid
+
+
+@dataclass(frozen=True)
+class DaemonReport:
+    """What one host's daemon last said about itself, as published in the pool's other_config.
+
+    ``at`` is the wall clock (epoch seconds) of the report: readers on another host compare it
+    with their own wall clock, which in a pool is kept in step by NTP. The ``*_seen_ago`` are
+    seconds from the daemon's last evidence of its peer and of the gateway to ``at``; None when
+    it has had none since it started."""
+
+    state: str  # a mode of halizard.core.state, e.g. "normal", "survivor", "disabled"
+    reason: str
+    at: float
+    peer_seen_ago: Optional[float] = None
+    gateway_seen_ago: Optional[float] = None
+    version: str = ""
+
+    def encode(self) -> str:
+        """The text a daemon stores under ``status_key(its host uuid)``."""
+        return json.dumps({"state": self.state, "reason": self.reason, "at": self.at,
+                           "peer_seen_ago": self.peer_seen_ago,
+                           "gateway_seen_ago": self.gateway_seen_ago, "version": self.version},
+                          sort_keys=True, separators=(",", ":"))
+
+    def age(self, now: float) -> float:
+        """Seconds since the report, never negative (a peer's clock may run slightly ahead)."""
+        return max(0.0, now - self.at)
+
+    def stale(self, now: float) -> bool:
+        return self.age(now) > REPORT_STALE_AFTER
+
+
+def _finite(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def parse_report(value: Any) -> Optional[DaemonReport]:
+    """A published report, or None when it is unreadable (not JSON, not an object, no state or
+    time, a field of the wrong type). Never raises: the pool database is shared with every API
+    client, and a garbled value must show as garbled, not stop the reader. Unknown fields (a
+    newer daemon's) are ignored."""
+    if not isinstance(value, str):
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    state, reason, version = data.get("state"), data.get("reason", ""), data.get("version", "")
+    at = _finite(data.get("at"))
+    if not isinstance(state, str) or not state or at is None:
+        return None
+    if not isinstance(reason, str) or not isinstance(version, str):
+        return None
+    seen = []
+    for key in ("peer_seen_ago", "gateway_seen_ago"):
+        raw = data.get(key)
+        number = None if raw is None else _finite(raw)
+        if raw is not None and (number is None or number < 0):
+            return None
+        seen.append(number)
+    return DaemonReport(state, reason, at, seen[0], seen[1], version)
+
+
+def daemon_reports(pool_other_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """host uuid -> the raw published value (parse it with ``parse_report``)."""
+    return {key[len(KEY_STATUS_PREFIX):]: value for key, value in pool_other_config.items()
+            if isinstance(key, str) and key.startswith(KEY_STATUS_PREFIX)}
 
 
 @dataclass(frozen=True)

@@ -1980,6 +1980,11 @@ class XapiPool:
             table.view = view
         return view
 
+    def pool_other_config(self, host: str) -> Dict[str, str]:
+        """The pool's other_config in ``host``'s copy of the database (a master's is live)."""
+        db = self._xapis[host].db
+        return dict(db.pool.records[db.pool_ref()]["other_config"])
+
     def host_uuid(self, name: str) -> str:
         return self._xapis[name].spec.uuid
 
