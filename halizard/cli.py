@@ -3,8 +3,8 @@
     halizard simulate [FILE_OR_DIR ...] [--seeds N] [--seed S] [--config FILE] [--json] [--report DIR]
     halizard simulate --explore random|exhaustive [--faults N] [--count N] [--seed S]
                       [--config-variant fence-agent|gateway-only] [--jobs J] [--save-regressions [DIR]]
-    halizard config validate FILE
-    halizard status [--json] | enable | disable [--yes]        (halizard.cli_pool)
+    halizard config validate [FILE] | show [--json] | set KEY VALUE | unset KEY  (cli_config)
+    halizard status [--json] [--watch S] | enable | disable [--yes] [--wait]      (cli_pool)
     halizard vm list [--json] | vm set NAME_OR_UUID... [--restart P] [--order N] [--start-delay S]
     halizard --version
 
@@ -31,23 +31,6 @@ def _load_table(path: str) -> Dict[str, Any]:
         raise SystemExit("%s: not valid TOML: %s" % (path, exc)) from None
     except OSError as exc:
         raise SystemExit("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
-
-
-def cmd_config_validate(args: argparse.Namespace) -> int:
-    from halizard.core.config import ConfigError, load_config
-    from halizard.core.timing import explain
-
-    table = _load_table(args.file)
-    try:
-        loaded = load_config(table, source=args.file)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAILED
-    for warning in loaded.warnings:
-        print("warning: " + warning.render(args.file), file=sys.stderr)
-    print("%s: valid" % args.file)
-    print(explain(loaded.config))
-    return EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -176,16 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "instead of a temporary directory")
     sim.set_defaults(func=cmd_simulate)
 
-    config = sub.add_parser("config", help="configuration tools")
-    config_sub = config.add_subparsers(dest="config_command")
-    validate = config_sub.add_parser("validate", help="check a configuration file, print the "
-                                                      "timing inequalities with their numbers")
-    validate.add_argument("file")
-    validate.set_defaults(func=cmd_config_validate)
+    from halizard import cli_config, cli_pool
 
-    from halizard.cli_pool import register
-
-    register(sub)
+    cli_config.register(sub)
+    cli_pool.register(sub)
     return parser
 
 

@@ -23,8 +23,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_TIMEOUT = 30.0  # seconds `enable --wait` / `disable --wait` wait by default
 
 
-def register(sub: Any) -> None:
-    """Add the pool commands to the `halizard` parser's subcommands."""
+def connection_options() -> argparse.ArgumentParser:
+    """The options every command that talks to xapi takes (a parent parser)."""
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--xapi", metavar="URL", default=os.environ.get("HALIZARD_XAPI",
                                                                             LOCAL_XAPI),
@@ -33,6 +33,12 @@ def register(sub: Any) -> None:
     connection.add_argument("--password-file", metavar="FILE",
                             help="file holding the xapi password (mode 0600); not needed on "
                                  "the host's own socket")
+    return connection
+
+
+def register(sub: Any) -> None:
+    """Add the pool commands to the `halizard` parser's subcommands."""
+    connection = connection_options()
 
     status = sub.add_parser("status", parents=[connection], help="the pool, its HA switch and "
                             "its protected VMs; the exit status tells the health")
@@ -100,7 +106,7 @@ def read_password(path: Optional[str]) -> str:
         raise AdminError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
 
 
-def _connect(args: argparse.Namespace) -> Any:
+def connect_pool(args: argparse.Namespace) -> Any:
     from halizard.admin import AdminError, connect
     from halizard.runtime.transport import unverified_context
     from halizard.runtime.xapi import XapiAdapter
@@ -116,20 +122,21 @@ def _connect(args: argparse.Namespace) -> Any:
     return connect(adapter)
 
 
-def _needs_root() -> None:
+def needs_root() -> None:
     from halizard.admin import AdminError
 
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         raise AdminError("this changes the pool: run it as root")
 
 
-def _confirm(args: argparse.Namespace, question: str, stdin: TextIO = sys.stdin) -> None:
+def confirm(args: argparse.Namespace, question: str, stdin: Optional[TextIO] = None) -> None:
     """Ask on a terminal; --yes skips; with no terminal, asking is an error (a script must say
     --yes, never hang on a prompt nobody sees)."""
     from halizard.admin import AdminError
 
     if getattr(args, "yes", False):
         return
+    stdin = stdin or sys.stdin
     if not stdin.isatty():
         raise AdminError("%s: no terminal to ask on; add --yes" % question)
     sys.stdout.write("%s [y/N] " % question)
@@ -138,7 +145,7 @@ def _confirm(args: argparse.Namespace, question: str, stdin: TextIO = sys.stdin)
         raise AdminError("not confirmed: nothing changed")
 
 
-def _run(body: Callable[[], int]) -> int:
+def run_admin(body: Callable[[], int]) -> int:
     from halizard.admin import AdminError
 
     try:
@@ -158,7 +165,7 @@ def _status_once(args: argparse.Namespace, pool: Any) -> Tuple[Any, Dict[str, An
     from halizard.status import status_report
 
     if pool is None:
-        pool = _connect(args)
+        pool = connect_pool(args)
     state = read_state(pool)
     report = status_report(state.view, roles(pool, state.view),
                            daemon_reports(state.other_config), time.time())
@@ -232,11 +239,11 @@ def cmd_switch(args: argparse.Namespace) -> int:
     def body() -> int:
         if args.wait and not args.timeout > 0:
             raise AdminError("--timeout takes a number of seconds above zero")
-        _needs_root()
-        pool = _connect(args)
+        needs_root()
+        pool = connect_pool(args)
         view = read_view(pool)
         if not args.on:
-            _confirm(args, "Switch halizard off for the whole pool (VMs are no longer "
+            confirm(args, "Switch halizard off for the whole pool (VMs are no longer "
                            "protected)?")
         changed = switch(pool, view, args.on)
         state = "on" if args.on else "off"
@@ -244,7 +251,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return _await_switch(args, pool, view) if args.wait else EXIT_OK
 
-    return _run(body)
+    return run_admin(body)
 
 
 def _await_switch(args: argparse.Namespace, pool: Any, view: PoolView) -> int:
@@ -280,7 +287,7 @@ def cmd_vm_list(args: argparse.Namespace) -> int:
     from halizard.status import status_report
 
     def body() -> int:
-        vms = status_report(read_view(_connect(args)))["vms"]
+        vms = status_report(read_view(connect_pool(args)))["vms"]
         if args.json:
             print(json.dumps(vms, indent=2))
         else:
@@ -290,7 +297,7 @@ def cmd_vm_list(args: argparse.Namespace) -> int:
                     "on %s" % v["host"] if v["host"] else v["power_state"].lower()))
         return EXIT_OK
 
-    return _run(body)
+    return run_admin(body)
 
 
 def cmd_vm_set(args: argparse.Namespace) -> int:
@@ -298,15 +305,15 @@ def cmd_vm_set(args: argparse.Namespace) -> int:
 
     def body() -> int:
         change = check_change(VmChange(args.restart, args.order, args.start_delay))
-        _needs_root()
-        pool = _connect(args)
+        needs_root()
+        pool = connect_pool(args)
         vms = resolve_vms(read_view(pool), args.vms)  # every name first: all or nothing
         for vm in vms:
             change_vm(pool, vm, change)
             print("%s: %s" % (vm.name, _describe(change)))
         return EXIT_OK
 
-    return _run(body)
+    return run_admin(body)
 
 
 def _describe(change: Any) -> str:

@@ -6,13 +6,20 @@ import threading
 import time
 
 import pytest
-import XenAPI
 
 from halizard import cli_pool
 from halizard.cli import main
-from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, DaemonReport, status_key
-from halizard.runtime.transport import transport_for
-from simulations.xapi import SimulatedPool
+from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, status_key
+from tests.poolcli import (
+    login_args,
+    pool_other_config,
+    publish,
+    run,
+    session,
+    set_pool_key,
+    start_pool,
+    vm_record,
+)
 
 pytestmark = pytest.mark.runtime
 
@@ -24,53 +31,14 @@ VMS = [{"name": "my web server", "host": "xs1", "restart": "restart"},
 
 @pytest.fixture
 def pool():
-    p = SimulatedPool(hosts=["xs1", "xs2"], master="xs1", vms=VMS, speed=20.0,
-                      boot_time=(3.0, 4.0))
-    p.start()
+    p = start_pool(VMS)
     yield p
     p.stop()
 
 
 @pytest.fixture
 def login(pool, tmp_path):
-    secret = tmp_path / "password"
-    secret.write_text(pool.credentials[1] + "\n")
-    os.chmod(str(secret), 0o600)
-    return ["--xapi", pool.url("xs1"), "--password-file", str(secret)]
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def session(pool):
-    url = pool.url("xs1")
-    s = XenAPI.Session(url, transport=transport_for(url, 5.0, 5.0))
-    s.xenapi.login_with_password(*pool.credentials)
-    return s
-
-
-def vm_record(pool, name):
-    s = session(pool)
-    return s.xenapi.VM.get_record(s.xenapi.VM.get_by_uuid(pool.vm_uuid(name)))
-
-
-def pool_other_config(pool):
-    s = session(pool)
-    return s.xenapi.pool.get_other_config(s.xenapi.pool.get_all()[0])
-
-
-def publish(pool, host, value=None, state="normal", age=1.0, reason="peer visible"):
-    """What a host's daemon publishes (``value``: the raw text, for garbage)."""
-    if value is None:
-        value = DaemonReport(state, reason, time.time() - age, 0.4, 0.6, "0.1.0").encode()
-    s = session(pool)
-    ref = s.xenapi.pool.get_all()[0]
-    key = status_key(pool.host_uuid(host))
-    s.xenapi.pool.remove_from_other_config(ref, key)
-    s.xenapi.pool.add_to_other_config(ref, key, value)
+    return login_args(pool, tmp_path)
 
 
 @pytest.fixture
@@ -192,9 +160,7 @@ def test_status_shows_each_daemon_and_a_missing_stale_or_garbled_report_degrades
     assert code == 1 and "daemon: unreadable report" in out
     assert "host xs2: its daemon's report is unreadable" in out
 
-    s = session(pool)
-    s.xenapi.pool.remove_from_other_config(s.xenapi.pool.get_all()[0],
-                                           status_key(pool.host_uuid("xs2")))
+    set_pool_key(pool, status_key(pool.host_uuid("xs2")), None)
     code, out, _ = run(capsys, "status", *login)
     assert code == 1 and "daemon: no report (daemon not running?)" in out
     assert json.loads(run(capsys, "status", "--json", *login)[1])["hosts"][1]["daemon"] == {

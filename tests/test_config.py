@@ -133,3 +133,64 @@ def test_a_fence_agents_options_never_show_in_a_repr():
     agent = FenceAgent("fence_ipmilan", (("ip", "198.18.0.9"), ("password", "s3cret")))
     assert "s3cret" not in repr(agent) and "password" in repr(agent)
     assert "s3cret" not in repr(agent.__class__("x", agent.options))
+
+
+# --- pool-wide settings ---------------------------------------------------------------------
+
+
+def test_every_key_lives_either_in_the_pool_or_on_the_host():
+    from halizard.core.config import _KNOWN, HOST_LOCAL_KEYS, POOL_WIDE_KEYS
+
+    assert set(POOL_WIDE_KEYS) | set(HOST_LOCAL_KEYS) == set(_KNOWN)
+    assert not set(POOL_WIDE_KEYS) & set(HOST_LOCAL_KEYS)
+    assert {"takeover_delay", "lease_timeout", "gateway_policy", "probe_count"} <= set(
+        POOL_WIDE_KEYS)
+    assert "fence_options" in HOST_LOCAL_KEYS  # secrets never go to the pool database
+
+
+def test_pool_values_overlay_the_file_and_garbage_is_not_applied():
+    from halizard.core.config import merge_pool_settings
+
+    table = dict(BASE, takeover_delay="20s", lease_timeout="4s")
+    pool = {"halizard.config.takeover_delay": "15s", "halizard.config.probe_count": " 4 ",
+            "halizard.config.max_drift_ppm": "250", "halizard.config.gateway_policy": "all",
+            "halizard.config.lease_timeout": "4", "halizard.config.peer_addresses": "10.0.0.9",
+            "halizard.config.takover_delay": "9s", "halizard.config.fence_options": "x",
+            "XenCenter.CustomFields.halizard-enabled": "true"}
+    merged, problems = merge_pool_settings(table, pool)
+    assert merged == dict(BASE, takeover_delay="15s", lease_timeout="4s", probe_count=4,
+                          max_drift_ppm=250, gateway_policy="all")
+    rendered = [p.render("pool") for p in problems]
+    assert rendered == [
+        "pool: halizard.config.fence_options: not applied: fence_options is host-local and "
+        "holds secrets: set it in /etc/halizard/halizard.toml on each host (mode 0600); "
+        "secrets never go to the pool database",
+        "pool: halizard.config.lease_timeout: not applied: expected a duration with a unit "
+        "such as \"500ms\", \"5s\" or \"2m\", got '4'",
+        "pool: halizard.config.peer_addresses: not applied: peer_addresses is host-local: set "
+        "it in /etc/halizard/halizard.toml on each host (each host has its own)",
+        "pool: halizard.config.takover_delay: not applied: unknown key 'takover_delay' (did "
+        "you mean 'takeover_delay'?)"]
+    assert load_config(merged).config.takeover_delay == 15.0
+
+
+def test_pool_setting_values_are_checked_one_by_one():
+    from halizard.core.config import parse_pool_setting
+
+    assert parse_pool_setting("promote_delay", "7500ms") == "7500ms"
+    assert parse_pool_setting("max_drift_ppm", "12.5") == 12.5
+    for key, text in (("probe_count", "-1"), ("probe_count", "3.5"), ("max_drift_ppm", "nan"),
+                      ("gateway_policy", "some"), ("takeover_delay", "15"),
+                      ("takeover_delay", 15), ("peer_addresses", "10.0.0.1")):
+        with pytest.raises(ValueError):
+            parse_pool_setting(key, text)
+
+
+def test_a_file_holding_fence_passwords_must_be_private():
+    from halizard.core.config import secret_exposed
+
+    table = dict(BASE, fence_agent="fence_ipmilan", fence_options={"password": "x"})
+    assert secret_exposed(table, 0o100600) is None
+    assert "mode 640: others can read it; chmod 600 it" in secret_exposed(
+        table, 0o100640).render("f")
+    assert secret_exposed(BASE, 0o100644) is None

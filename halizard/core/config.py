@@ -10,9 +10,11 @@ import ipaddress
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from halizard.core.pool import KEY_CONFIG_PREFIX
 from halizard.core.units import UnitError, format_duration, parse_duration
 
 GATEWAY_POLICIES = ("any", "all", "majority")
+DEFAULT_CONFIG_PATH = "/etc/halizard/halizard.toml"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,103 @@ _DURATION_KEYS = (
 )
 _REQUIRED = ("peer_addresses", "gateway_addresses")
 _KNOWN = tuple(f.name for f in fields(Config)) + ("fence_options",)
+
+
+# Where each key lives. Pool-wide keys are the rules both hosts must agree on (the timings and
+# the gateway policy): kept in the pool database as text, ``halizard.config.<key>``, written
+# as in the TOML file ("7.5s", "majority", "5"), so that one `halizard config set` changes
+# them for both hosts. Host-local keys differ per host (its peer's addresses, its gateway, its
+# fence device and watchdog) or hold secrets (fence_options): they stay in the host's file and
+# never go to the pool database, which every API client can read.
+HOST_LOCAL_KEYS = ("peer_addresses", "gateway_addresses", "fence_agent", "fence_options",
+                   "watchdog_device")
+POOL_WIDE_KEYS = tuple(k for k in _KNOWN if k not in HOST_LOCAL_KEYS)
+
+# The strictest host: two heartbeat paths and a fence agent, so that every timing rule applies.
+# Pool-wide values are checked against it: they must be safe on whatever host reads them.
+STRICTEST_HOST: Mapping[str, Any] = {
+    "peer_addresses": ["192.0.2.2", "198.51.100.2"],
+    "gateway_addresses": ["192.0.2.1"],
+    "fence_agent": "fence_any",
+}
+
+
+def parse_pool_setting(key: str, text: Any) -> Any:
+    """The TOML value of one pool-wide setting from its text in the pool database. Raises
+    ValueError naming what is wrong; ranges and timing rules are load_config's."""
+    if key not in POOL_WIDE_KEYS:
+        raise ValueError("not a pool-wide key")
+    if not isinstance(text, str):
+        raise ValueError("expected text, got %r" % (text,))
+    value = text.strip()
+    if key in _DURATION_KEYS:
+        parse_duration(value)  # UnitError is a ValueError, with the expected form
+        return value
+    if key == "gateway_policy":
+        if value not in GATEWAY_POLICIES:
+            raise ValueError("must be one of %s, got %r" % (", ".join(GATEWAY_POLICIES), value))
+        return value
+    if key == "probe_count":
+        if not value.isdigit():
+            raise ValueError("must be a whole number, got %r" % value)
+        return int(value)
+    # max_drift_ppm
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("must be a number of ppm, got %r" % value) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("must be a number of ppm, got %r" % value)
+    return int(number) if number.is_integer() else number
+
+
+def where_key_lives(key: str) -> Optional[str]:
+    """Why ``key`` cannot be set pool-wide (None: it can)."""
+    if key in POOL_WIDE_KEYS:
+        return None
+    if key == "fence_options":
+        return ("fence_options is host-local and holds secrets: set it in %s on each host "
+                "(mode 0600); secrets never go to the pool database" % DEFAULT_CONFIG_PATH)
+    if key in HOST_LOCAL_KEYS:
+        return ("%s is host-local: set it in %s on each host (each host has its own)"
+                % (key, DEFAULT_CONFIG_PATH))
+    close = difflib.get_close_matches(key, POOL_WIDE_KEYS + HOST_LOCAL_KEYS, n=1)
+    return "unknown key %r%s" % (key, " (did you mean %r?)" % close[0] if close else "")
+
+
+def pool_settings(pool_other_config: Mapping[str, Any]) -> Dict[str, Any]:
+    """key -> raw text of every ``halizard.config.*`` entry in the pool's other_config."""
+    return {k[len(KEY_CONFIG_PREFIX):]: v for k, v in pool_other_config.items()
+            if isinstance(k, str) and k.startswith(KEY_CONFIG_PREFIX)}
+
+
+def merge_pool_settings(table: Mapping[str, Any], pool_other_config: Mapping[str, Any]
+                        ) -> Tuple[Dict[str, Any], List[Problem]]:
+    """The host's effective table: its file's ``table`` with the pool-wide values of
+    ``pool_other_config`` laid over it (the pool wins: both hosts must agree). A pool entry that
+    is unknown, host-local or malformed is not applied and comes back as a Problem, so a value
+    garbled in the shared database makes both hosts fall back alike, and says so. Feed the
+    result to load_config, which checks the timing rules on the whole."""
+    merged = dict(table)
+    problems: List[Problem] = []
+    for key, raw in sorted(pool_settings(pool_other_config).items()):
+        where = KEY_CONFIG_PREFIX + key
+        if key not in POOL_WIDE_KEYS:
+            problems.append(Problem(where, "not applied: %s" % where_key_lives(key)))
+            continue
+        try:
+            merged[key] = parse_pool_setting(key, raw)
+        except ValueError as exc:
+            problems.append(Problem(where, "not applied: %s" % exc))
+    return merged, problems
+
+
+def secret_exposed(table: Mapping[str, Any], mode: int) -> Optional[Problem]:
+    """A file holding fence options (passwords) must be readable by its owner alone."""
+    if "fence_options" in table and mode & 0o077:
+        return Problem("fence_options", "holds the fence agent's options, passwords included, "
+                       "but the file is mode %o: others can read it; chmod 600 it" % (mode & 0o777))
+    return None
 
 
 def _ip_literal(text: Any) -> Optional[str]:
