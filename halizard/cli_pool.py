@@ -1,4 +1,5 @@
-"""The operator's pool commands: status [--watch], enable and disable [--wait], vm list, vm set.
+"""The operator's pool commands: status [--watch], enable and disable [--wait], maintenance,
+vm list, vm set.
 
 They talk to xapi like the daemon does (halizard.admin over halizard.runtime.xapi): on a host,
 through its local socket as root; elsewhere with ``--xapi URL`` and ``--password-file``. A
@@ -21,6 +22,7 @@ from halizard.core.pool import PoolView
 LOCAL_XAPI = "unix:/var/lib/xcp/xapi"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_TIMEOUT = 30.0  # seconds `enable --wait` / `disable --wait` wait by default
+MAINTENANCE_TIMEOUT = 300.0  # seconds for the hand-over, and for each VM's live migration
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -59,6 +61,20 @@ def register(sub: Any) -> None:
                              help="switch HA off pool-wide")
     disable.add_argument("--yes", action="store_true", help="do not ask")
     disable.set_defaults(func=cmd_switch, on=False)
+
+    maintenance = sub.add_parser(
+        "maintenance", parents=[connection],
+        help="planned maintenance of a host: hand the master role over, move its protected VMs "
+             "to the other host, disable it (on); enable it again (off)")
+    maintenance.add_argument("action", choices=("on", "off"))
+    maintenance.add_argument("--host", metavar="H", help="name, UUID or address (default: this "
+                             "host: on its own socket the local host, else the host --xapi "
+                             "names)")
+    maintenance.add_argument("--yes", action="store_true", help="do not ask")
+    maintenance.add_argument("--timeout", type=float, default=MAINTENANCE_TIMEOUT,
+                             metavar="SECONDS", help="deadline of each step: the hand-over, "
+                             "each VM's move (default %gs)" % MAINTENANCE_TIMEOUT)
+    maintenance.set_defaults(func=cmd_maintenance)
 
     vm = sub.add_parser("vm", help="per-VM restart policies")
     vm_sub = vm.add_subparsers(dest="vm_command")
@@ -280,6 +296,76 @@ def _await_switch(args: argparse.Namespace, pool: Any, view: PoolView) -> int:
     print("halizard: the switch is written; each daemon applies it when it runs "
           "(`systemctl status halizard` on that host)", file=sys.stderr)
     return EXIT_FAILED
+
+
+def this_host(args: argparse.Namespace, view: PoolView) -> Any:
+    """The host a command without --host means: on the host's own socket, the local host (its
+    INSTALLATION_UUID); with --xapi URL, the host with that management address."""
+    from halizard import maintenance
+    from halizard.admin import AdminError
+
+    if args.xapi.startswith("unix:"):
+        try:
+            with open(maintenance.INVENTORY) as f:
+                uuid = maintenance.inventory_uuid(f.read())
+        except OSError as exc:
+            raise AdminError("cannot tell which host this is (%s: %s): give --host"
+                             % (maintenance.INVENTORY, exc.strerror or exc)) from None
+        if uuid is None:
+            raise AdminError("%s names no INSTALLATION_UUID: give --host" % maintenance.INVENTORY)
+        return maintenance.find_host(view, uuid)
+    address = urlsplit(args.xapi).hostname or ""
+    host = view.host_by_address(address)
+    if host is None:
+        raise AdminError("--xapi %s is not the management address of a host in this pool: "
+                         "give --host" % args.xapi)
+    return host
+
+
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    from halizard import maintenance
+    from halizard.admin import AdminError, read_view, roles
+
+    def say(line: str) -> None:
+        print(line)
+        sys.stdout.flush()
+
+    def body() -> int:
+        if not args.timeout > 0:
+            raise AdminError("--timeout takes a number of seconds above zero")
+        needs_root()
+        pool = connect_pool(args)
+        view = read_view(pool)
+        host = maintenance.find_host(view, args.host) if args.host else this_host(args, view)
+        if args.action == "off":
+            maintenance.leave(pool, view, host, say)
+            return EXIT_OK
+        if view.native_ha:
+            raise AdminError("XenServer's own HA is enabled: use its maintenance mode "
+                             "(XenCenter, or `xe host-evacuate`); nothing changed")
+        to = maintenance.destination(view, host, roles(pool, view))
+        moving, left = maintenance.plan_moves(view, host.uuid)
+        confirm(args, "Put %s into maintenance: %smove %d protected VM%s to %s%s?" % (
+            host.name, "hand the master role to %s, " % to.name
+            if view.master_uuid == host.uuid else "", len(moving),
+            "" if len(moving) == 1 else "s", to.name,
+            " (%d unprotected left there)" % len(left) if left else ""))
+        emptied = maintenance.enter(pool, view, host, to, args.timeout, say)
+        note = maintenance.unprotected_note(emptied.left, host)
+        if note:
+            print("note: " + note, file=sys.stderr)
+        if emptied.failed:
+            raise AdminError(
+                "%d protected VM%s still on %s: %s. Maintenance stays on (nothing is started "
+                "there). Fix the cause, then run `halizard maintenance on --host %s` again to "
+                "retry, or `halizard maintenance off --host %s` to cancel" % (
+                    len(emptied.failed), "" if len(emptied.failed) == 1 else "s", host.name,
+                    ", ".join(o.name for o in emptied.failed), host.name, host.name))
+        say("%s can be rebooted; afterwards: halizard maintenance off --host %s"
+            % (host.name, host.name))
+        return EXIT_OK
+
+    return run_admin(body)
 
 
 def cmd_vm_list(args: argparse.Namespace) -> int:
