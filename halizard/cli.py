@@ -5,7 +5,9 @@
                       [--config-variant fence-agent|gateway-only] [--jobs J] [--save-regressions [DIR]]
     halizard config validate [FILE] | show [--json] | set KEY VALUE | unset KEY  (cli_config)
     halizard status [--json] [--watch S] | enable | disable [--yes] [--wait]      (cli_pool)
+    halizard maintenance on|off [--host H] [--yes] [--timeout S]                 (cli_pool)
     halizard vm list [--json] | vm set NAME_OR_UUID... [--restart P] [--order N] [--start-delay S]
+    halizard import-ha-lizard [--dry-run] [--yes]                                 (cli_import)
     halizard --version
 
 The exit status of `simulate` is 0 only when every scenario passed.
@@ -159,10 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "instead of a temporary directory")
     sim.set_defaults(func=cmd_simulate)
 
-    from halizard import cli_config, cli_pool
+    from halizard import cli_config, cli_import, cli_pool
 
     cli_config.register(sub)
     cli_pool.register(sub)
+    cli_import.register(sub)
     return parser
 
 
