@@ -122,20 +122,25 @@ def read_password(path: Optional[str]) -> str:
         raise AdminError("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
 
 
-def connect_pool(args: argparse.Namespace) -> Any:
-    from halizard.admin import AdminError, connect
+def adapter_for(xapi: str, user: str, password_file: Optional[str]) -> Any:
+    """The daemon's XenAPI adapter, for the xapi the operator named."""
+    from halizard.admin import AdminError
     from halizard.runtime.transport import unverified_context
     from halizard.runtime.xapi import XapiAdapter
 
-    if not args.xapi.startswith(("unix:", "http://", "https://")):
+    if not xapi.startswith(("unix:", "http://", "https://")):
         raise AdminError("--xapi %r: expected unix:PATH, http://HOST[:PORT] or https://..."
-                         % args.xapi)
+                         % xapi)
     # xapi's certificate is self-signed unless the operator installed one; the password file
     # is the secret that matters here, and it never travels unencrypted over HTTPS.
-    adapter = XapiAdapter(args.xapi, _address_url(args.xapi),
-                          (args.user, read_password(args.password_file)),
-                          tls=unverified_context())
-    return connect(adapter)
+    return XapiAdapter(xapi, _address_url(xapi), (user, read_password(password_file)),
+                       tls=unverified_context())
+
+
+def connect_pool(args: argparse.Namespace) -> Any:
+    from halizard.admin import connect
+
+    return connect(adapter_for(args.xapi, args.user, args.password_file))
 
 
 def needs_root() -> None:
