@@ -15,7 +15,6 @@ from dataclasses import fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from halizard.core.config import (
-    DEFAULT_CONFIG_PATH,
     HOST_LOCAL_KEYS,
     POOL_WIDE_KEYS,
     STRICTEST_HOST,
@@ -37,20 +36,20 @@ POOL_SOURCE = "pool-wide settings (checked as for a host with a fence agent and 
 
 
 def register(sub: Any) -> None:
-    from halizard.cli_pool import connection_options
+    from halizard.cli_pool import config_path, connection_options
 
     connection = connection_options()
     local = argparse.ArgumentParser(add_help=False)
-    local.add_argument("--config", metavar="FILE", default=DEFAULT_CONFIG_PATH,
-                       help="this host's configuration file (default %s)" % DEFAULT_CONFIG_PATH)
+    local.add_argument("--config", metavar="FILE", default=config_path(),
+                       help="this host's configuration file (default %s)" % config_path())
 
     config = sub.add_parser("config", help="configuration: this host's file and the pool-wide "
                                            "settings")
     config_sub = config.add_subparsers(dest="config_command")
     validate = config_sub.add_parser("validate", help="check a configuration file, print the "
                                                       "timing inequalities with their numbers")
-    validate.add_argument("file", nargs="?", default=DEFAULT_CONFIG_PATH,
-                          help="default %s" % DEFAULT_CONFIG_PATH)
+    validate.add_argument("file", nargs="?", default=config_path(),
+                          help="default %s" % config_path())
     validate.set_defaults(func=cmd_config_validate)
 
     show = config_sub.add_parser("show", parents=[connection, local], help="the effective "
@@ -117,6 +116,17 @@ def check_effective(table: Optional[Mapping[str, Any]], pool_other_config: Mappi
         return load_config(merged, source=POOL_SOURCE if table is None else source), notes
     except ConfigError as exc:
         return None, notes + str(exc).splitlines()
+
+
+def findings(table: Optional[Mapping[str, Any]], pool_other_config: Mapping[str, Any],
+             source: str) -> Tuple[List[str], List[str]]:
+    """What `status` says about the configuration: (problems, warnings). Problems: pool values
+    not applied, an effective configuration that does not load (unsafe timing among them).
+    Warnings: the topology caveats of this host's file (one heartbeat path, no fence agent)."""
+    loaded, problems = check_effective(table, pool_other_config, source)
+    if loaded is None or table is None:
+        return problems, []
+    return problems, [w.render(source) for w in loaded.warnings]
 
 
 def check_change(before: Mapping[str, Any], after: Mapping[str, Any],

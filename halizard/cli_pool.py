@@ -17,12 +17,18 @@ import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
+from halizard.core.config import DEFAULT_CONFIG_PATH
 from halizard.core.pool import PoolView
 
 LOCAL_XAPI = "unix:/var/lib/xcp/xapi"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_TIMEOUT = 30.0  # seconds `enable --wait` / `disable --wait` wait by default
 MAINTENANCE_TIMEOUT = 300.0  # seconds for the hand-over, and for each VM's live migration
+
+
+def config_path() -> str:
+    """This host's configuration file: $HALIZARD_CONFIG, else /etc/halizard/halizard.toml."""
+    return os.environ.get("HALIZARD_CONFIG") or DEFAULT_CONFIG_PATH
 
 
 def connection_options() -> argparse.ArgumentParser:
@@ -47,6 +53,9 @@ def register(sub: Any) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable (keys in README)")
     status.add_argument("--watch", type=float, metavar="SECONDS",
                         help="look again every SECONDS until interrupted")
+    status.add_argument("--config", metavar="FILE", default=config_path(),
+                        help="this host's configuration, checked with the pool-wide values "
+                             "(default %s; none: the pool-wide values alone)" % config_path())
     status.set_defaults(func=cmd_status)
 
     waiting = argparse.ArgumentParser(add_help=False)
@@ -189,8 +198,21 @@ def _status_once(args: argparse.Namespace, pool: Any) -> Tuple[Any, Dict[str, An
         pool = connect_pool(args)
     state = read_state(pool)
     report = status_report(state.view, roles(pool, state.view),
-                           daemon_reports(state.other_config), time.time())
+                           daemon_reports(state.other_config), time.time(),
+                           _config_findings(args.config, state.other_config))
     return pool, report
+
+
+def _config_findings(path: str, other_config: Dict[str, Any]) -> Tuple[List[str], List[str]]:
+    """The configuration's problems and warnings: this host's file (when it has one) with the
+    pool-wide values, or the pool-wide values alone."""
+    from halizard.cli_config import FileError, findings, read_table
+
+    try:
+        table = read_table(path, required=False)
+    except FileError as exc:
+        return [str(exc)], []
+    return findings(table, other_config, path)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

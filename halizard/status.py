@@ -3,9 +3,10 @@ now, and what each daemon last published (halizard.core.pool.DaemonReport).
 
 Its JSON keys are documented in the README and stable. Health, like `crm_mon -s`:
 ``healthy`` (exit 0), ``degraded`` (1: HA is on but something needs the operator),
-``unprotected`` (2: halizard's switch is off, or XenServer's own HA is on).
+``unprotected`` (2: halizard's switch is off, or XenServer's own HA is on). Warnings (the
+topology caveats of this host's configuration) are shown without changing the health.
 """
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from halizard.core.pool import RESTART, PoolView, parse_report
 
@@ -52,16 +53,17 @@ def daemon_problem(name: str, daemon: Mapping[str, Any]) -> Optional[str]:
 
 
 def status_report(view: PoolView, answers: Optional[Mapping[str, str]] = None,
-                  reports: Optional[Mapping[str, Any]] = None, now: float = 0.0
-                  ) -> Dict[str, Any]:
+                  reports: Optional[Mapping[str, Any]] = None, now: float = 0.0,
+                  config: Tuple[Sequence[str], Sequence[str]] = ((), ())) -> Dict[str, Any]:
     """The `status --json` document. ``answers``: host uuid -> what its xapi said when asked
     just now (admin.roles); ``reports``: host uuid -> its daemon's raw published report
-    (halizard.core.pool.daemon_reports); ``now``: this host's wall clock."""
+    (halizard.core.pool.daemon_reports); ``now``: this host's wall clock; ``config``: the
+    configuration's (problems, warnings) (cli_config.findings)."""
     names = {h.uuid: h.name for h in view.hosts}
     answers = answers or {}
     reports = reports or {}
     protecting = view.ha_enabled and not view.native_ha
-    problems: List[str] = []
+    problems: List[str] = list(config[0])
     masters = [h.name for h in view.hosts if answers.get(h.uuid) == "master"]
     if len(masters) > 1:
         problems.append("two masters: %s each answer as pool master" % " and ".join(masters))
@@ -105,7 +107,7 @@ def status_report(view: PoolView, answers: Optional[Mapping[str, str]] = None,
         health = HEALTHY
     return {"health": health, "ha_enabled": view.ha_enabled, "native_ha": view.native_ha,
             "master": names.get(view.master_uuid or ""), "hosts": hosts, "vms": vms,
-            "problems": problems}
+            "problems": problems, "warnings": list(config[1])}
 
 
 def _ago(seconds: Optional[float]) -> str:
@@ -148,4 +150,7 @@ def render_status(report: Mapping[str, Any]) -> str:
         lines.append("  %-24s %-11s %s" % (v["name"], v["restart"], where))
     lines.append("problems: %s" % ("none" if not report["problems"] else ""))
     lines.extend("  " + p for p in report["problems"])
+    if report.get("warnings"):
+        lines.append("warnings:")
+        lines.extend("  " + w for w in report["warnings"])
     return "\n".join(lines)

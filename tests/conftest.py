@@ -2,6 +2,15 @@
 property tests need Hypothesis, which the 3.6 environment does not install."""
 import sys
 
+import pytest
+
 collect_ignore = ["test_properties.py"] if sys.version_info < (3, 7) else []
 
 from tests.netns import netns  # noqa: E402,F401 - the fixture for the runtime network tests
+
+
+@pytest.fixture(autouse=True)
+def no_host_configuration(tmp_path_factory, monkeypatch):
+    """The CLI reads this host's /etc/halizard/halizard.toml by default: tests give their own
+    file, or none (HALIZARD_CONFIG names one that does not exist)."""
+    monkeypatch.setenv("HALIZARD_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such.toml"))

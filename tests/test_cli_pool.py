@@ -232,3 +232,22 @@ def test_disable_wait_returns_once_each_daemon_reports_disabled(pool, login, dae
     out = capsys.readouterr().out
     assert result == {"code": 0}, out
     assert "xs1: acknowledged" in out and "xs2: acknowledged" in out
+
+
+def test_status_names_unsafe_pool_timing_and_this_hosts_topology_caveat(pool, login, daemons,
+                                                                         capsys, tmp_path,
+                                                                         monkeypatch):
+    one_path = tmp_path / "halizard.toml"
+    one_path.write_text('peer_addresses = ["198.18.0.12"]\ngateway_addresses = ["198.18.0.1"]\n')
+    monkeypatch.setenv("HALIZARD_CONFIG", str(one_path))
+    code, out, _ = run(capsys, "status", "--json", *login)
+    report = json.loads(out)
+    assert code == 0 and report["problems"] == []  # a caveat, not a fault
+    assert len(report["warnings"]) == 1
+    assert "peer_addresses: only one heartbeat path and no fence agent" in report["warnings"][0]
+    set_pool_key(pool, "halizard.config.takeover_delay", "9s")  # written behind our back
+    code, out, _ = run(capsys, "status", *login)
+    assert code == 1 and "%s: takeover_delay: unsafe" % one_path in out
+    code, out, _ = run(capsys, "status", "--config", str(tmp_path / "none.toml"), *login)
+    assert code == 1 and "pool-wide settings (checked as for a host with a fence agent and " \
+                         "two paths): takeover_delay: unsafe" in out

@@ -14,7 +14,7 @@ from halizard.core.pool import KEY_CONFIG_PREFIX
 from halizard.core.units import UnitError, format_duration, parse_duration
 
 GATEWAY_POLICIES = ("any", "all", "majority")
-DEFAULT_CONFIG_PATH = "/etc/halizard/halizard.toml"
+DEFAULT_CONFIG_PATH = "/etc/halizard/halizard.toml"  # the CLI's HALIZARD_CONFIG overrides it
 
 
 @dataclass(frozen=True)
