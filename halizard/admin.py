@@ -113,8 +113,15 @@ PROBE_TIMEOUT = 3.0  # seconds to wait for each host's xapi in `status`
 
 def roles(pool: Pool, view: PoolView, timeout: float = PROBE_TIMEOUT) -> Dict[str, str]:
     """host uuid -> what its xapi says it is now: "master", "slave", or why it did not answer.
-    The database alone cannot tell: xapi marks a crashed host not live only after ten minutes."""
-    found = find_masters(pool.adapter, tuple(h.address for h in view.hosts), timeout)
+    The database alone cannot tell: xapi marks a crashed host not live only after ten minutes.
+    The master whose database ``view`` came from is asked through the session already held
+    (on a host's own socket there is no password to log in to it afresh); the others are
+    asked with a login, which a slave answers with HOST_IS_SLAVE before any password check."""
+    master = view.host(view.master_uuid)
+    held = replace(pool, timeout=timeout).attempt("pool.get_all")
+    answered = (master.address,) if master is not None and held.ok else ()
+    found = find_masters(pool.adapter, tuple(h.address for h in view.hosts
+                                             if h.address not in answered), timeout, answered)
     answers = {}
     for h in view.hosts:
         code = found.unreachable.get(h.address, "")

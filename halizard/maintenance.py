@@ -12,17 +12,17 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from halizard.admin import POLL, AdminError, Pool, pool_ref, read_view, set_other_config
-from halizard.core.pool import HostView, PoolView, VmView, maintenance_key
-from halizard.effects import (
-    CONNECTION_REFUSED,
-    CONNECTION_RESET,
-    GARBAGE,
-    POOL_SESSION,
-    TIMEOUT,
-    UNREACHABLE,
-    XapiCall,
+from halizard.admin import (
+    POLL,
+    AdminError,
+    Pool,
+    connect,
+    pool_ref,
+    read_view,
+    set_other_config,
 )
+from halizard.core.pool import HostView, PoolView, VmView, maintenance_key
+from halizard.effects import CONNECTION_REFUSED, CONNECTION_RESET, GARBAGE, TIMEOUT, UNREACHABLE
 
 INVENTORY = "/etc/xensource-inventory"  # on a XenServer host: INSTALLATION_UUID names it
 # Answers that say nothing about whether a call took effect: look again.
@@ -106,13 +106,15 @@ def hand_over(pool: Pool, to: HostView, timeout: float, clock: Clock = time.mono
     the same hand-over: whichever request lands first, the other finds it done."""
     deadline = clock() + timeout
     asked = pool.attempt("pool.designate_new_master", to.ref)
-    if not asked.ok and asked.code not in TRANSPORT_CODES and not _is_master(pool, to, 3.0):
+    if not asked.ok and asked.code not in TRANSPORT_CODES and _master_session(pool, to,
+                                                                             3.0) is None:
         raise AdminError("could not hand the master role to %s: %s" % (to.name,
                                                                       " ".join(asked.error)))
     while True:
         remaining = deadline - clock()
-        if _is_master(pool, to, max(0.5, min(3.0, remaining))):
-            return Pool(pool.adapter, to.address, pool.timeout)
+        session = _master_session(pool, to, max(0.5, min(3.0, remaining)))
+        if session is not None:
+            return session
         if clock() >= deadline:
             raise AdminError("%s did not answer as pool master within %gs of the hand-over; "
                              "the master role may be changing hands: `halizard status`, then "
@@ -120,10 +122,18 @@ def hand_over(pool: Pool, to: HostView, timeout: float, clock: Clock = time.mono
         sleep(min(POLL, max(0.0, deadline - clock())))
 
 
-def _is_master(pool: Pool, host: HostView, timeout: float) -> bool:
-    """Whether ``host``'s xapi answers a pool session: only a master does."""
-    return pool.adapter.perform(XapiCall("pool.get_all", (), host.address, POOL_SESSION,
-                                         timeout)).ok
+def _master_session(pool: Pool, host: HostView, timeout: float) -> Optional[Pool]:
+    """A session on the pool master, found the way the command found the first one (the
+    xapi it was given, then the master its slave names), if that master is ``host``; None while
+    it is not (yet), or while the xapis restart. No new login to ``host`` is needed: on a
+    host's own socket there is no password."""
+    try:
+        session = connect(pool.adapter, timeout)
+        pools = session.call("pool.get_all_records")
+        master = next(iter(pools.values())).get("master")
+    except (AdminError, AttributeError, StopIteration, TypeError):
+        return None
+    return Pool(session.adapter, session.address, pool.timeout) if master == host.ref else None
 
 
 def move_vm(pool: Pool, vm: VmView, source: HostView, to: HostView, timeout: float,

@@ -1,5 +1,8 @@
 """`halizard maintenance on|off` against the wire-level simulated pool: the master role is
 handed over and the protected VMs are live-migrated, each by a deadline."""
+import json
+import subprocess
+
 import pytest
 
 from halizard import maintenance
@@ -120,3 +123,32 @@ def test_the_inventory_names_the_local_host():
     assert maintenance.inventory_uuid("A='b'\nINSTALLATION_UUID='1234-ab'\n") == "1234-ab"
     assert maintenance.inventory_uuid("INSTALLATION_UUID=\"x\"") == "x"
     assert maintenance.inventory_uuid("CONTROL_DOMAIN_UUID='y'\n") is None
+
+
+def test_on_the_master_itself_through_its_socket_without_a_password(tmp_path, capsys,
+                                                                    monkeypatch):
+    """The usual way: root on the master, no --xapi, no password. The other host is asked over
+    HTTPS on 443 as on a real pool; the session on the new master is found through the local
+    socket again, never by a login that needs a password."""
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=xapi-sim"],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
+    try:
+        pool = start_pool(VMS, unix_dir=str(tmp_path), tls=(cert, key), port=443)
+    except OSError as exc:
+        pytest.skip("port 443 on the loopback addresses is taken: %s" % exc)
+    try:
+        inventory = tmp_path / "xensource-inventory"
+        inventory.write_text("INSTALLATION_UUID='%s'\n" % pool.host_uuid("xs1"))
+        monkeypatch.setattr(maintenance, "INVENTORY", str(inventory))
+        monkeypatch.setenv("HALIZARD_XAPI", "unix:" + pool.unix_path("xs1"))
+        code, out, err = run(capsys, "maintenance", "on", "--yes", "--timeout", "60")
+        assert code == 0, out + err
+        assert "xs2: pool master" in out and pool.role("xs2") == "master"
+        assert pool.domains("xs1") == {pool.vm_uuid("scratch")}
+        code, out, err = run(capsys, "status", "--json")
+        hosts = {h["name"]: h["xapi"] for h in json.loads(out)["hosts"]}
+        assert hosts == {"xs1": "slave", "xs2": "master"}, err
+    finally:
+        pool.stop()

@@ -188,15 +188,17 @@ class PoolRoles(NamedTuple):
         return len(self.masters) > 1
 
 
-def find_masters(adapter: XapiAdapter, addresses: Tuple[str, ...], timeout: float
-                 ) -> PoolRoles:
+def find_masters(adapter: XapiAdapter, addresses: Tuple[str, ...], timeout: float,
+                 answered: Tuple[str, ...] = ()) -> PoolRoles:
     """Ask every address which role its xapi has, following HOST_IS_SLAVE to a master address
-    not asked yet. More than one master is a split the operator must see."""
-    masters: List[str] = []
+    not asked yet. More than one master is a split the operator must see. ``answered``: master
+    addresses the caller already holds a session on, not asked again (without a password, as
+    on a host's own socket, asking a master costs xapi's 5 s failed-login delay)."""
+    masters: List[str] = list(answered)
     slaves: Dict[str, str] = {}
     unreachable: Dict[str, str] = {}
     queue = list(addresses)
-    asked = set()
+    asked = set(answered)
     while queue:
         address = queue.pop(0)
         if address in asked:
