@@ -30,6 +30,7 @@ from halizard.runtime.guests import Toolstack
 from halizard.runtime.link import CarrierWatch
 from halizard.runtime.localhost import LocalFileError, StateStore
 from halizard.runtime.probe import Prober
+from halizard.runtime.publish import StatusPublisher
 from halizard.runtime.selffence import SelfFence
 from halizard.runtime.systemd import ERR, INFO, NOTICE, WARNING, Journal, Notifier, one_line
 from halizard.runtime.watchdog import Watchdog
@@ -65,6 +66,7 @@ class Host(NamedTuple):
     read_role: Callable[[], fx.PoolRole]
     journal: Journal
     notifier: Notifier
+    publisher: Optional[StatusPublisher] = None
     system_state: Tuple[str, ...] = ("systemctl", "is-system-running")
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
@@ -262,6 +264,8 @@ class RealExecutor:
         if not self._ready:
             self._ready = True
             notifier.ready(line)
+        if self.host.publisher is not None:
+            self.host.publisher.offer(decision, self._role)
         gist = (decision.mode.value, _DIGITS.sub("#", decision.reason))
         now = self.host.monotonic()
         if gist != self._logged or now - self._logged_at >= REMIND:
