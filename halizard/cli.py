@@ -8,12 +8,14 @@
     halizard maintenance on|off [--host H] [--yes] [--timeout S]                 (cli_pool)
     halizard vm list [--json] | vm set NAME_OR_UUID... [--restart P] [--order N] [--start-delay S]
     halizard import-ha-lizard [--dry-run] [--yes]                                 (cli_import)
+    halizard daemon [--config FILE]                                                (runtime.daemon)
     halizard --version
 
 The exit status of `simulate` is 0 only when every scenario passed.
 """
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -33,6 +35,17 @@ def _load_table(path: str) -> Dict[str, Any]:
         raise SystemExit("%s: not valid TOML: %s" % (path, exc)) from None
     except OSError as exc:
         raise SystemExit("%s: cannot read: %s" % (path, exc.strerror or exc)) from None
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from halizard.runtime.daemon import main as daemon_main
+
+    status = daemon_main(args.config)
+    # Exit now: a worker thread stuck in a call past its deadline must not hold the process
+    # (systemd's stop timeout would end it with SIGKILL, the watchdog device still armed).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -162,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_simulate)
 
     from halizard import cli_config, cli_import, cli_pool
+
+    daemon = sub.add_parser("daemon", help="run the HA daemon (systemd runs it: "
+                                           "systemctl start halizard)")
+    daemon.add_argument("--config", metavar="FILE", default="/etc/halizard/halizard.toml",
+                        help="the host's configuration (default /etc/halizard/halizard.toml)")
+    daemon.set_defaults(func=cmd_daemon)
 
     cli_config.register(sub)
     cli_pool.register(sub)
