@@ -9,7 +9,6 @@ host with its own file. Nothing is written when a check fails.
 """
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -17,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from halizard.core.config import (
     HOST_LOCAL_KEYS,
     POOL_WIDE_KEYS,
+    RUNTIME_KEYS,
     STRICTEST_HOST,
     Config,
     ConfigError,
@@ -26,7 +26,6 @@ from halizard.core.config import (
     merge_pool_settings,
     parse_pool_setting,
     pool_settings,
-    secret_exposed,
     where_key_lives,
 )
 from halizard.core.pool import KEY_CONFIG_PREFIX
@@ -88,9 +87,13 @@ def effective_settings(table: Optional[Mapping[str, Any]], pool_other_config: Ma
     merged, problems = merge_pool_settings(table or {}, pool_other_config)
     rejected = {p.key[len(KEY_CONFIG_PREFIX):] for p in problems}
     from_pool = set(pool_settings(pool_other_config)) - rejected
+    from halizard.runtime.settings import RuntimeSettings
+
     defaults = config_to_table(Config(peer_addresses=(), gateway_addresses=()))
+    runtime = RuntimeSettings()
+    defaults.update({k: getattr(runtime, k) for k in RUNTIME_KEYS})
     out = []
-    for key in [f.name for f in fields(Config)] + ["fence_options"]:
+    for key in [f.name for f in fields(Config)] + ["fence_options"] + list(RUNTIME_KEYS):
         scope = "host" if key in HOST_LOCAL_KEYS else "pool"
         if key in from_pool:
             source, value = "pool", merged[key]
@@ -194,32 +197,22 @@ def _file_errors(command: Callable[[argparse.Namespace], int]
     return run
 
 
-def _mode(path: str) -> int:
-    try:
-        return os.stat(path).st_mode
-    except OSError:
-        return 0
-
-
 # --- the commands ---------------------------------------------------------------------------
 
 
 @_file_errors
 def cmd_config_validate(args: argparse.Namespace) -> int:
+    """The daemon's own start-up check of the file (halizard.runtime.settings), alone: the
+    timing rules with their numbers, the runtime keys, a secret-holding file's mode."""
     from halizard.core.timing import explain
+    from halizard.runtime.settings import load_host_config
 
     table = read_table(args.file, required=True)
     assert table is not None
-    exposed = secret_exposed(table, _mode(args.file))
     try:
-        loaded = load_config(table, source=args.file)
+        loaded = load_host_config(args.file)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        if exposed is not None:
-            print(exposed.render(args.file), file=sys.stderr)
-        return EXIT_FAILED
-    if exposed is not None:
-        print(exposed.render(args.file), file=sys.stderr)
         return EXIT_FAILED
     for warning in loaded.warnings:
         print("warning: " + warning.render(args.file), file=sys.stderr)
@@ -249,10 +242,6 @@ def cmd_config_show(args: argparse.Namespace) -> int:
         problems.append("the pool-wide values are unknown: %s" % exc)
     loaded, found = check_effective(table, other, args.config)
     problems.extend(found)
-    if table is not None:
-        exposed = secret_exposed(table, _mode(args.config))
-        if exposed is not None:
-            problems.append(exposed.render(args.config))
     settings = effective_settings(table, other)
     valid = loaded is not None and not problems
     if args.json:

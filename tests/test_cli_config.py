@@ -144,7 +144,8 @@ def test_validate_refuses_a_readable_file_with_fence_passwords(tmp_path, capsys)
                     '[fence_options]\npassword = "hunter2"\n')
     os.chmod(str(path), 0o644)
     code, _, err = run(capsys, "config", "validate", str(path))
-    assert code == 1 and "fence_options: holds the fence agent's options" in err
+    assert code == 1 and "fence_options: the configuration file %s is mode 0644: it holds a " \
+                         "secret, so it must be 0600" % path in err
     os.chmod(str(path), 0o600)
     code, out, err = run(capsys, "config", "validate", str(path))
     assert code == 0 and out.startswith("%s: valid\n" % path)

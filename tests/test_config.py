@@ -146,6 +146,7 @@ def test_every_key_lives_either_in_the_pool_or_on_the_host():
     assert {"takeover_delay", "lease_timeout", "gateway_policy", "probe_count"} <= set(
         POOL_WIDE_KEYS)
     assert "fence_options" in HOST_LOCAL_KEYS  # secrets never go to the pool database
+    assert {"xapi_url", "interfaces", "xapi_password_file"} <= set(HOST_LOCAL_KEYS)
 
 
 def test_pool_values_overlay_the_file_and_garbage_is_not_applied():
@@ -184,13 +185,3 @@ def test_pool_setting_values_are_checked_one_by_one():
                       ("takeover_delay", 15), ("peer_addresses", "10.0.0.1")):
         with pytest.raises(ValueError):
             parse_pool_setting(key, text)
-
-
-def test_a_file_holding_fence_passwords_must_be_private():
-    from halizard.core.config import secret_exposed
-
-    table = dict(BASE, fence_agent="fence_ipmilan", fence_options={"password": "x"})
-    assert secret_exposed(table, 0o100600) is None
-    assert "mode 640: others can read it; chmod 600 it" in secret_exposed(
-        table, 0o100640).render("f")
-    assert secret_exposed(BASE, 0o100644) is None

@@ -121,10 +121,11 @@ _KNOWN = tuple(f.name for f in fields(Config)) + ("fence_options",) + RUNTIME_KE
 # the gateway policy): kept in the pool database as text, ``halizard.config.<key>``, written
 # as in the TOML file ("7.5s", "majority", "5"), so that one `halizard config set` changes
 # them for both hosts. Host-local keys differ per host (its peer's addresses, its gateway, its
-# fence device and watchdog) or hold secrets (fence_options): they stay in the host's file and
-# never go to the pool database, which every API client can read.
+# fence device and watchdog, the daemon process's RUNTIME_KEYS) or hold secrets
+# (fence_options): they stay in the host's file and never go to the pool database, which every
+# API client can read.
 HOST_LOCAL_KEYS = ("peer_addresses", "gateway_addresses", "fence_agent", "fence_options",
-                   "watchdog_device")
+                   "watchdog_device") + RUNTIME_KEYS
 POOL_WIDE_KEYS = tuple(k for k in _KNOWN if k not in HOST_LOCAL_KEYS)
 
 # The strictest host: two heartbeat paths and a fence agent, so that every timing rule applies.
@@ -204,14 +205,6 @@ def merge_pool_settings(table: Mapping[str, Any], pool_other_config: Mapping[str
         except ValueError as exc:
             problems.append(Problem(where, "not applied: %s" % exc))
     return merged, problems
-
-
-def secret_exposed(table: Mapping[str, Any], mode: int) -> Optional[Problem]:
-    """A file holding fence options (passwords) must be readable by its owner alone."""
-    if "fence_options" in table and mode & 0o077:
-        return Problem("fence_options", "holds the fence agent's options, passwords included, "
-                       "but the file is mode %o: others can read it; chmod 600 it" % (mode & 0o777))
-    return None
 
 
 def _ip_literal(text: Any) -> Optional[str]:
