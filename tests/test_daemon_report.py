@@ -59,3 +59,24 @@ def test_an_acknowledgement_is_a_current_report_in_the_new_state():
     assert not acknowledges(disabled, on=False, now=1001.0 + REPORT_STALE_AFTER)
     assert not acknowledges(None, on=True, now=0.0)
     assert not acknowledges("{", on=True, now=0.0)
+
+
+def test_the_daemons_publisher_writes_what_status_reads():
+    """The contract between runtime/publish.py (writer) and parse_report (reader)."""
+    import dataclasses
+
+    from halizard import __version__
+    from halizard.core.state import Decision, Mode, initial_state
+    from halizard.runtime import publish
+
+    state = dataclasses.replace(initial_state(0.0, None), peer_upper=95.5, gateway_upper=99.0)
+    decision = Decision(at=100.0, wall=0.0, mode=Mode.SURVIVOR, reason="peer silent 4.5s",
+                        actions=(), intents=(), state=state, acting_master=False,
+                        peer_dead=False)
+    assert parse_report(publish.report_value(decision, 1700000000.0)) == DaemonReport(
+        "survivor", "peer silent 4.5s", 1700000000.0, 4.5, 1.0, __version__)
+    fresh = decision._replace(state=initial_state(0.0, None), mode=Mode.STARTING)
+    assert parse_report(publish.report_value(fresh, 5.0)).peer_seen_ago is None
+    # an unchanged report is rewritten well before readers call it stale, retry included
+    assert publish.INTERVAL + publish.RETRY + publish.CALL_TIMEOUT * 3 < REPORT_STALE_AFTER
+    assert publish.status_key("u1") == "halizard.status.u1"

@@ -35,9 +35,12 @@ POLICIES = (RESTART, BEST_EFFORT, NEVER)
 
 RUNNING_STATES = ("Running", "Paused")
 
-# A report older than this says its daemon stopped publishing (dead, hung, or cut off from the
-# master): `halizard status` calls it stale. Daemons publish well within it.
-REPORT_STALE_AFTER = 180.0  # seconds
+# A daemon publishes on every change of mode and at least every REPORT_INTERVAL seconds; a
+# report older than REPORT_STALE_AFTER (three intervals: room for a failed write and its retry)
+# says its daemon stopped publishing (dead, hung, or cut off from the master), and `halizard
+# status` calls it stale.
+REPORT_INTERVAL = 60.0  # seconds
+REPORT_STALE_AFTER = 3 * REPORT_INTERVAL
 
 
 def maintenance_key(host_uuid: str) -> str:

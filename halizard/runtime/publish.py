@@ -15,20 +15,19 @@ import time
 from typing import Callable, Optional
 
 from halizard import __version__
+from halizard.core.pool import KEY_STATUS_PREFIX, REPORT_INTERVAL, status_key
 from halizard.core.state import Decision
 from halizard.effects import LOCAL, POOL_SESSION, PoolRole, XapiCall
 from halizard.runtime.xapi import XapiAdapter
 
 log = logging.getLogger("halizard.publish")
 
-KEY_PREFIX = "halizard.status."
-INTERVAL = 240.0  # s between reports of an unchanged mode
+# The key, its format and the cadence are the readers' too (halizard.core.pool: parse_report,
+# REPORT_STALE_AFTER): `halizard status` calls a report older than three intervals stale.
+KEY_PREFIX = KEY_STATUS_PREFIX
+INTERVAL = REPORT_INTERVAL  # s between reports of an unchanged mode
 RETRY = 30.0  # s after a failed write
 CALL_TIMEOUT = 5.0  # s per call: reporting may be slow, it is never waited on
-
-
-def status_key(host_uuid: str) -> str:
-    return KEY_PREFIX + host_uuid
 
 
 def report_value(decision: Decision, wall: float) -> str:
