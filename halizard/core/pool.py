@@ -39,7 +39,7 @@ RUNNING_STATES = ("Running", "Paused")
 # report older than REPORT_STALE_AFTER (three intervals: room for a failed write and its retry)
 # says its daemon stopped publishing (dead, hung, or cut off from the master), and `halizard
 # status` calls it stale.
-REPORT_INTERVAL = 60.0  # seconds
+REPORT_INTERVAL = 120.0  # seconds: each write costs the pool about two XenAPI calls a minute
 REPORT_STALE_AFTER = 3 * REPORT_INTERVAL
 
 
