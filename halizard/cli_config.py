@@ -310,6 +310,8 @@ def cmd_config_set(args: argparse.Namespace) -> int:
         print("%s %s pool-wide (was %s)" % (
             args.key, "= %s" % text if text is not None else "unset",
             old if old is not None else "not set pool-wide"))
+        print("it takes effect when the daemons start: restart them on both hosts, one after "
+              "the other (systemctl restart halizard)")
         return EXIT_OK
 
     return run_admin(body)

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from halizard.core.pool import KEY_ENABLED
 from halizard.runtime.watchdog import RecordingReset, SimulatedWatchdog
 from simulations.xapi.pool import SimulatedPool
 
@@ -120,7 +121,9 @@ class FakeXl:
 class OneHost:
     """The rig; ``close`` removes everything it made, even after a failure half-way."""
 
-    def __init__(self, directory: str, vms: int = 1) -> None:
+    def __init__(self, directory: str, vms: int = 1,
+                 pool_settings: Optional[Dict[str, str]] = None) -> None:
+        self.pool_settings = dict(pool_settings or {})  # pool other-config besides the switch
         self.dir = directory
         self.prefix = "hz1h%d" % os.getpid()
         self.ns = self.prefix + "-xs1"
@@ -153,7 +156,8 @@ class OneHost:
         self.pool = pool = SimulatedPool(
             ["xs1", "xs2"], "xs1",
             [{"name": "vm %d" % i, "host": "xs1", "restart": "restart"} for i in range(vms)],
-            unix_dir=d).start()
+            unix_dir=d, pool_other_config=dict({KEY_ENABLED: "true"}, **self.pool_settings)
+        ).start()
         model_call = pool.model.call
 
         def counted(*args: Any, **kwargs: Any) -> Any:

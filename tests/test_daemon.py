@@ -91,3 +91,22 @@ def test_a_bad_configuration_stops_the_daemon_at_once_naming_the_key(host):
     assert "fence_options: the configuration file %s is mode 0644" % config in done.stdout
     assert "chmod 600" in done.stdout
     assert "interfaces: " in done.stdout  # every problem at once, not the first only
+
+
+@needs_root
+def test_pool_wide_settings_come_from_the_pool_and_are_kept_for_later(tmp_path):
+    rig = OneHost(str(tmp_path), pool_settings={"halizard.config.gateway_policy": "all",
+                                                "halizard.config.watchdog_device": "/dev/x"})
+    try:
+        rig.start()
+        wait_for(lambda: "normal: " in rig.read_log(), 20, "the daemon decides")
+        text = rig.read_log()
+        assert "pool-wide settings from the pool database: gateway_policy=all, " \
+            "watchdog_device=/dev/x" in text
+        # A host-local key in the pool is not applied, and the daemon says so.
+        assert "halizard.config.watchdog_device: not applied" in text
+        assert "gateway 198.18.5.3 (all)" in text
+        with open(os.path.join(rig.dir, "pool-settings.json")) as handle:
+            assert json.load(handle)["halizard.config.gateway_policy"] == "all"
+    finally:
+        rig.close()

@@ -25,6 +25,7 @@ from halizard.runtime.fence import FenceRunner
 from halizard.runtime.guests import XlToolstack
 from halizard.runtime.link import CarrierWatch
 from halizard.runtime.localhost import LocalFileError, StateStore, read_pool_role
+from halizard.runtime.poolsettings import describe, pool_settings
 from halizard.runtime.probe import Prober
 from halizard.runtime.publish import StatusPublisher
 from halizard.runtime.selffence import SelfFence
@@ -126,6 +127,13 @@ def main(config_path: str) -> int:
     root.propagate = False
     try:
         hc = load_host_config(config_path)
+        reader = XapiAdapter(hc.runtime.xapi_url, hc.runtime.peer_url,
+                             (hc.runtime.xapi_user, hc.password), tls=tls_context(hc.runtime))
+        entries, source = pool_settings(reader, hc.runtime)
+        reader.close()
+        journal.record("pool-wide settings from %s: %s" % (source, describe(entries)))
+        if entries:
+            hc = load_host_config(config_path, entries)
     except ConfigError as exc:
         journal.record("refusing to start: %s" % exc, ERR)
         notifier.notify("STATUS=" + "refusing to start: invalid configuration")

@@ -15,7 +15,13 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from halizard.core.config import Config, ConfigError, Problem, load_config
+from halizard.core.config import (
+    Config,
+    ConfigError,
+    Problem,
+    load_config,
+    merge_pool_settings,
+)
 from halizard.toml import TomlError, load_file
 
 DOM0_XAPI = "unix:/var/lib/xcp/xapi"
@@ -132,8 +138,12 @@ def _private(path: str, what: str, problems: List[Problem], key: str) -> None:
         problems.append(Problem(key, "%s %s must be owned by root" % (what, path)))
 
 
-def load_host_config(path: str) -> HostConfig:
-    """Read and check the daemon's configuration file; ConfigError names every problem."""
+def load_host_config(path: str, pool_other_config: Optional[Mapping[str, Any]] = None
+                     ) -> HostConfig:
+    """Read and check the daemon's configuration file, with the pool-wide settings of
+    ``pool_other_config`` laid over it (halizard.core.config.merge_pool_settings: the pool
+    wins); ConfigError names every problem. Pool entries that cannot be applied come back as
+    warnings."""
     try:
         table = load_file(path)
     except TomlError as exc:
@@ -155,10 +165,13 @@ def load_host_config(path: str) -> HostConfig:
             except OSError as exc:
                 problems.append(Problem("xapi_password_file", "cannot read %s: %s" % (
                     runtime.xapi_password_file, exc.strerror or exc)))
+    pool_problems: List[Problem] = []
+    if pool_other_config:
+        table, pool_problems = merge_pool_settings(table, pool_other_config)
     try:
         loaded = load_config(table, source=path)
     except ConfigError as exc:
         raise ConfigError(path, exc.problems + problems) from None
     if problems:
         raise ConfigError(path, problems)
-    return HostConfig(loaded.config, runtime, loaded.warnings, password)
+    return HostConfig(loaded.config, runtime, loaded.warnings + tuple(pool_problems), password)
