@@ -45,7 +45,8 @@ def host_file(tmp_path, text=HOST_FILE):
 def test_set_writes_a_safe_value_for_both_hosts(pool, login, absent, capsys):
     code, out, err = run(capsys, "config", "set", "takeover_delay", "15s", *login, *absent)
     assert code == 0, err
-    assert out == "takeover_delay = 15s pool-wide (was not set pool-wide)\n"
+    assert out.splitlines()[0] == "takeover_delay = 15s pool-wide (was not set pool-wide)"
+    assert "restart them on both hosts" in out
     assert "checked the pool-wide values alone" in err
     assert config_keys(pool) == {"halizard.config.takeover_delay": "15s"}
     code, out, _ = run(capsys, "config", "set", "gateway_policy", "majority", *login, *absent)
