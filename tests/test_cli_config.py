@@ -101,7 +101,7 @@ def test_unset_is_checked_too(pool, login, absent, capsys):
     assert "halizard.config.lease_timeout" in config_keys(pool)
     code, out, err = run(capsys, "config", "unset", "takeover_delay", *login, *absent)
     assert code == 0, err
-    assert out == "takeover_delay unset pool-wide (was 10s)\n"
+    assert out.splitlines()[0] == "takeover_delay unset pool-wide (was 10s)"
     assert "halizard.config.takeover_delay" not in config_keys(pool)
 
 
