@@ -55,3 +55,17 @@ def _echo(address: str, timeout: float) -> bool:
 def ping(worker: NamespaceWorker, address: str, timeout: float = 1.0) -> bool:
     """Whether ``address`` answers one echo from ``worker``'s namespace within ``timeout``."""
     return worker.call(lambda: _echo(address, timeout), timeout + 5.0)
+
+
+def reachable_within(worker: NamespaceWorker, address: str, within: float) -> bool:
+    """Whether ``address`` answers an echo before ``within`` seconds pass, asking again every
+    half second (after a port comes back the neighbour entry may still say unreachable)."""
+    deadline = time.monotonic() + within
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        began = time.monotonic()
+        if ping(worker, address, min(0.5, remaining)):
+            return True
+        time.sleep(max(0.0, 0.5 - (time.monotonic() - began)))
