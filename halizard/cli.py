@@ -12,6 +12,7 @@ The exit status of `simulate` is 0 only when every scenario passed.
 """
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -48,6 +49,17 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     print("%s: valid" % args.file)
     print(explain(loaded.config))
     return EXIT_OK
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from halizard.runtime.daemon import main as daemon_main
+
+    status = daemon_main(args.config)
+    # Exit now: a worker thread stuck in a call past its deadline must not hold the process
+    # (systemd's stop timeout would end it with SIGKILL, the watchdog device still armed).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -182,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "timing inequalities with their numbers")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_config_validate)
+
+    daemon = sub.add_parser("daemon", help="run the HA daemon (systemd runs it: "
+                                           "systemctl start halizard)")
+    daemon.add_argument("--config", metavar="FILE", default="/etc/halizard/halizard.toml",
+                        help="the host's configuration (default /etc/halizard/halizard.toml)")
+    daemon.set_defaults(func=cmd_daemon)
 
     from halizard.cli_pool import register
 

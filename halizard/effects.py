@@ -293,3 +293,14 @@ def is_stale(effect: Any, monotonic_now: float) -> bool:
 
 STALE_XAPI = XapiResult(error=(STALE,))
 STALE_WATCHDOG = WatchdogResult(ok=False, detail=STALE)
+
+
+def refusal(effect: Any) -> Any:
+    """What an executor answers instead of performing a stale action."""
+    if isinstance(effect, XapiCall):
+        return STALE_XAPI
+    if isinstance(effect, WatchdogControl):
+        return STALE_WATCHDOG
+    if isinstance(effect, DestroyGuests):
+        return GuestList((), ok=False)
+    return STALE

@@ -235,7 +235,7 @@ class SimDaemon:
             stale = fx.is_stale(effect, monotonic)
             self.world.notify("action", self.name, effect, stale, monotonic)
             if stale:
-                return True, _refusal(effect)
+                return True, fx.refusal(effect)
         return handler(effect, generation, slot)
 
     def _later(self, generation: int, slot: Optional[Slot], delay: int, value: Any) -> None:
@@ -594,17 +594,6 @@ class _XapiExchange:
             self.finish(fx.XapiResult(error=tuple(outcome.description)))
         else:
             self.finish(_transport_error(outcome))
-
-
-def _refusal(effect: Any) -> Any:
-    """What a stale action returns instead of being performed."""
-    if isinstance(effect, fx.XapiCall):
-        return fx.STALE_XAPI
-    if isinstance(effect, fx.WatchdogControl):
-        return fx.STALE_WATCHDOG
-    if isinstance(effect, fx.DestroyGuests):
-        return fx.GuestList((), ok=False)
-    return fx.STALE
 
 
 def _transport_error(outcome: Outcome) -> fx.XapiResult:

@@ -107,7 +107,12 @@ _DURATION_KEYS = (
     "fence_delay",
 )
 _REQUIRED = ("peer_addresses", "gateway_addresses")
-_KNOWN = tuple(f.name for f in fields(Config)) + ("fence_options",)
+# Host-local keys of the daemon process (where xapi is, which NICs to watch, ...): the same file,
+# parsed and checked by halizard.runtime.settings; the decision core never sees them.
+RUNTIME_KEYS = ("xapi_url", "xapi_peer_url", "xapi_user", "xapi_password_file", "xapi_ca_file",
+                "interfaces", "state_file", "inventory_file", "pool_conf_file", "xl_command",
+                "host_reset", "system_state_command")
+_KNOWN = tuple(f.name for f in fields(Config)) + ("fence_options",) + RUNTIME_KEYS
 
 
 def _ip_literal(text: Any) -> Optional[str]:

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from halizard.effects import DestroyGuests, GuestList, ListGuests, is_stale
 
@@ -93,12 +93,13 @@ class Toolstack(abc.ABC):
 class XlToolstack(Toolstack):
     """Toolstack through the ``xl`` command (found on PATH unless given as a path)."""
 
-    def __init__(self, xl: str = "xl", clock: Callable[[], float] = time.monotonic) -> None:
-        self.xl = xl
+    def __init__(self, xl: Union[str, Sequence[str]] = "xl",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.xl = [xl] if isinstance(xl, str) else list(xl)  # a command, or argv with options
         self.clock = clock
 
     def domains(self, timeout: float) -> List[Domain]:
-        code, out = _run([self.xl, "list", "-v"], timeout)
+        code, out = _run(self.xl + ["list", "-v"], timeout)
         if code != 0:
             raise XlError("xl list -v: %s" % _failure(code, out))
         return parse_xl_list(out)
@@ -124,7 +125,7 @@ class XlToolstack(Toolstack):
         if before:
             log.warning("self-fence: destroying %s", ", ".join(
                 "%s (domid %d, %s)" % (d.name, d.domid, d.uuid) for d in before))
-            failures = _run_all({d.domid: [self.xl, "destroy", str(d.domid)] for d in before},
+            failures = _run_all({d.domid: self.xl + ["destroy", str(d.domid)] for d in before},
                                 deadline - reserve)
             for domid, why in sorted(failures.items()):
                 log.error("self-fence: xl destroy %d: %s", domid, why)

@@ -34,6 +34,7 @@ HAVE_BINDING = _sd_daemon is not None and _sd_journal is not None
 FIELD_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")  # journald drops other names
 RESERVED_FIELDS = ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER")  # set by record() itself
 MAX_STATUS = 1024  # characters of STATUS text
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 NOTIFY_TIMEOUT = 1.0  # s; a datagram to a local socket never waits this long
 
 # syslog priorities, as journald uses them
@@ -134,7 +135,9 @@ class Journal:
                  stream: Optional[TextIO] = None, priority_prefix: Optional[bool] = None
                  ) -> None:
         self.identifier = identifier
-        self.use_binding = HAVE_BINDING if use_binding is None else use_binding
+        if use_binding is None:  # the binding drops records silently where journald is not
+            use_binding = HAVE_BINDING and os.path.exists(JOURNAL_SOCKET)
+        self.use_binding = use_binding
         if self.use_binding and not HAVE_BINDING:
             raise RuntimeError("systemd-python is not installed")
         self.stream = stream
