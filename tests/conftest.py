@@ -2,6 +2,17 @@
 property tests need Hypothesis, which the 3.6 environment does not install."""
 import sys
 
+import pytest
+
 collect_ignore = ["test_properties.py"] if sys.version_info < (3, 7) else []
 
 from tests.netns import netns  # noqa: E402,F401 - the fixture for the runtime network tests
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``), so that a fixture can keep
+    what a failed test leaves behind (the lab tests keep their lab directory)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)

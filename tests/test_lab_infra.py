@@ -224,7 +224,7 @@ def test_an_unfed_watchdog_resets_the_host_and_it_boots_again(lab):
     assert [(e.host, e.cause) for e in lab.domain_log() if e.event == "stop"] == \
         [("xs1", "watchdog")] * 2
     lab.wait_until(lambda s: s["hosts"]["xs1"]["power"] == "on" and
-                   s["hosts"]["xs1"]["state"] == "up", 15, "xs1 booted again")
+                   s["hosts"]["xs1"]["state"] == "up", 30, "xs1 booted again")
     fresh = Watchdog(lab.layout.host_file("xs1", "watchdog"))  # a new device after the boot
     assert fresh.perform(WatchdogControl("arm", 5, time.monotonic() + 5)).ok
     assert fresh.perform(WatchdogControl("disarm", 0, time.monotonic() + 5)).ok
@@ -251,5 +251,5 @@ def test_a_crash_kills_the_hosts_processes_and_domains_and_silences_its_address(
     assert status["hosts"]["xs2"]["power"] == "off" and status["hosts"]["xs2"]["domains"] == []
     assert not ping(worker, "198.18.0.12", 0.5)
     lab.fault("power-on", "xs2")
-    lab.wait_until(lambda s: s["hosts"]["xs2"]["state"] == "up", 15, "xs2 booted")
+    lab.wait_until(lambda s: s["hosts"]["xs2"]["state"] == "up", 30, "xs2 booted")
     assert reachable_within(worker, "198.18.0.12", 5.0)

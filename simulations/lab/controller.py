@@ -283,7 +283,10 @@ class Controller:
         self.timers = [t for t in self.timers if t[0] > now]
         for _, kind, target in due:
             self.note("timed: %s %s" % (kind, target))
-            self.fault(kind, target)
+            try:
+                self.fault(kind, target)
+            except LabError as exc:  # e.g. resume after the watchdog has reset the host
+                self.note("timed %s %s not done: %s" % (kind, target, exc))
         for lab_host in self.hosts.values():
             size = lab_host.files.reset_size()
             if size > lab_host.reset_seen:
@@ -336,14 +339,15 @@ class Controller:
         assert pool is not None
         if pool.inspect(lambda: pool.world.hosts[lab_host.name].power) != "off":
             raise LabError("%s has power already" % lab_host.name)
-        for network in self.layout.networks:
-            netns.set_link(lab_host.ns, nic(network), True)
         lab_host.state = "booting"
         pool.power_on(lab_host.name)
 
     def _booted(self, lab_host: LabHost) -> None:
         if lab_host.state != "booting":
             return
+        # Its addresses answer again once it has booted, not while the firmware runs.
+        for network in self.layout.networks:
+            netns.set_link(lab_host.ns, nic(network), True)
         lab_host.files.set_system_state("running")
         self._new_watchdog(lab_host)
         lab_host.state = "up"
