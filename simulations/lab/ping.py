@@ -19,7 +19,7 @@ ICMP_ECHOREPLY = 0
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = int(sum(struct.unpack("!%dH" % (len(data) // 2), data)))
     total = (total >> 16) + (total & 0xFFFF)
     total += total >> 16
     return ~total & 0xFFFF
