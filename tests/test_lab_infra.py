@@ -253,3 +253,32 @@ def test_a_crash_kills_the_hosts_processes_and_domains_and_silences_its_address(
     lab.fault("power-on", "xs2")
     lab.wait_until(lambda s: s["hosts"]["xs2"]["state"] == "up", 30, "xs2 booted")
     assert reachable_within(worker, "198.18.0.12", 5.0)
+
+
+@needs_root
+def test_the_second_link_is_a_heartbeat_path_of_its_own(lab_dir):
+    with Lab(lab_dir, daemons=False, second_link=True) as lab:
+        xs1 = netns.NamespaceWorker(lab.layout.ns("xs1"))
+        try:
+            assert ping(xs1, "198.18.1.12") and ping(xs1, "198.18.0.12")
+            lab.fault("port-down", "xs1")  # eth0: the management network and the gateway
+            assert ping(xs1, "198.18.1.12") and not ping(xs1, "198.18.0.12", 0.5)
+            assert not ping(xs1, "198.18.0.1", 0.5)
+            assert lab.status()["partitioned"]  # xapi traffic goes over eth0 only
+            lab.fault("port-down", "xs1:eth1")
+            assert not ping(xs1, "198.18.1.12", 0.5)
+            assert lab.status()["hosts"]["xs1"]["ports"] == {"eth0": False, "eth1": False}
+            lab.fault("port-up", "xs1:eth1")
+            assert reachable_within(xs1, "198.18.1.12", 5.0)
+        finally:
+            xs1.stop()
+
+
+@needs_root
+def test_a_fault_for_a_while_is_undone_by_the_controller(lab, worker):
+    lab.fault("gateway-down", "gw", duration=1.0)
+    assert not lab.status()["gateway_up"]
+    lab.wait_until(lambda s: s["gateway_up"], 5, "the gateway back after 1 s")
+    assert reachable_within(worker, "198.18.0.1", 5.0)
+    with pytest.raises(Exception, match="cannot take --for"):
+        lab.fault("shutdown", "xs1", duration=1.0)
