@@ -199,6 +199,18 @@ def test_daemon_stall_longer_than_the_takeover_delay(lab):
     assert_safe(lab)
 
 
+def test_a_killed_daemon_is_restarted_before_its_watchdog_fires(lab):
+    """systemd's Restart=always (RestartSec=1): the new daemon opens the watchdog device,
+    which is still counting, in time; nothing moves and nobody is reset."""
+    first = lab.status()["hosts"]["xs1"]["daemon_pid"]
+    lab.fault("daemon-kill", "xs1")
+    lab.wait_until(lambda s: s["hosts"]["xs1"]["daemon_starts"] == 2
+                   and s["hosts"]["xs1"]["mode"] == "normal", 10, "xs1's daemon back, normal")
+    assert lab.status()["hosts"]["xs1"]["daemon_pid"] != first
+    assert_nothing_happens(lab, lab.config.watchdog_timeout + 2.0)
+    assert_safe(lab)
+
+
 def test_xapi_hang_on_the_slave(lab):
     """The slave's xapi hangs: the slave is alive (it answers pings, its daemon runs), so
     nothing may be taken over and nobody fences."""

@@ -4,8 +4,8 @@
     down [--dir D]
     fault KIND TARGET [--for SECONDS] [--dir D]
         KIND: port-down port-up (TARGET xs1, xs2, or xs1:eth1 for the second link),
-              gateway-down gateway-up (TARGET gw), crash power-on stall resume xapi-hang
-              xapi-resume shutdown (TARGET a host)
+              gateway-down gateway-up (TARGET gw), crash power-on stall resume daemon-kill
+              xapi-hang xapi-resume shutdown (TARGET a host)
     status [--dir D] [--json]
     bench [--runs N] [--timings short,default] [--scenarios master-crash,...] [--dir D]
 """

@@ -53,7 +53,7 @@ TICK = 0.1  # s between the supervisor's looks at processes and files
 RESTART_SEC = 1.0  # systemd's RestartSec of halizard.service
 SHUTDOWN_PATIENCE = 90.0  # s a planned shutdown waits for the daemon (TimeoutStopSec)
 FAULT_KINDS = ("port-down", "port-up", "gateway-down", "gateway-up", "crash", "power-on",
-               "stall", "resume", "xapi-hang", "xapi-resume", "shutdown")
+               "stall", "resume", "daemon-kill", "xapi-hang", "xapi-resume", "shutdown")
 UNDO = {"port-down": "port-up", "gateway-down": "gateway-up", "crash": "power-on",
         "stall": "resume", "xapi-hang": "xapi-resume"}
 
@@ -452,6 +452,10 @@ class Controller:
                 lab_host = self._host(target)
                 if lab_host.daemon is None or not lab_host.daemon.signal(
                         signal.SIGSTOP if kind == "stall" else signal.SIGCONT):
+                    raise LabError("%s has no running daemon" % lab_host.name)
+            elif kind == "daemon-kill":  # the process dies; Restart=always brings it back
+                lab_host = self._host(target)
+                if lab_host.daemon is None or not lab_host.daemon.signal(signal.SIGKILL):
                     raise LabError("%s has no running daemon" % lab_host.name)
             elif kind == "xapi-hang":
                 pool.xapi_hang(self._host(target).name)
