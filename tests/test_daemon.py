@@ -6,6 +6,7 @@ It must arm and feed the watchdog while it has contact, self-fence when its only
 watchdog once no guest runs, and exit 0 on SIGTERM. A configuration problem stops it at once
 with exit status 78 and a message naming the key.
 """
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import time
 
 import pytest
 
+from halizard.effects import XapiCall
+from halizard.runtime.publish import status_key
+from halizard.runtime.xapi import XapiAdapter
 from simulations.onehost import ROOT, OneHost, wait_for
 from tests.netns import needs_root
 
@@ -28,6 +32,16 @@ def host(tmp_path):
         rig.close()
 
 
+def report(rig: OneHost) -> dict:
+    """The daemon's status report, read from the pool database over the wire."""
+    adapter = XapiAdapter(rig.pool.url("xs1"), str, rig.pool.credentials)
+    refs = adapter.perform(XapiCall("pool.get_all", timeout=5.0))
+    other = adapter.perform(XapiCall("pool.get_other_config", (refs.value[0],), timeout=5.0))
+    adapter.close()
+    value = other.value.get(status_key(rig.pool.host_uuid("xs1")))
+    return json.loads(value) if value else {}
+
+
 @needs_root
 def test_the_daemon_guards_its_guests_and_self_fences_when_its_link_goes(host):
     daemon = host.start()
@@ -36,6 +50,8 @@ def test_the_daemon_guards_its_guests_and_self_fences_when_its_link_goes(host):
         wait_for(lambda: watchdog.kinds().count("feed") >= 3, 20,
                  "the daemon arms the watchdog and feeds it")
         assert "normal: " in host.read_log()
+        wait_for(lambda: report(host).get("state") == "normal", 10,
+                 "the daemon publishes its report in the pool database")
         assert len(pool.domains("xs1")) == 1
         cut = time.monotonic()
         host.link_down()
@@ -50,6 +66,9 @@ def test_the_daemon_guards_its_guests_and_self_fences_when_its_link_goes(host):
         assert "shut down hard through xapi" in text
         assert not watchdog.fired and not os.path.exists(os.path.join(host.dir, "reset"))
         assert stopped < 4.0 + 5.0 + 1.0, stopped
+        wait_for(lambda: report(host).get("state") == "self-fenced", 10,
+                 "the report follows the mode")
+        assert report(host)["peer_seen_ago"] >= 4.0
         daemon.terminate()
         assert daemon.wait(15) == 0
         assert "stopped" in host.read_log()

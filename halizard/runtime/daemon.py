@@ -26,6 +26,7 @@ from halizard.runtime.guests import XlToolstack
 from halizard.runtime.link import CarrierWatch
 from halizard.runtime.localhost import LocalFileError, StateStore, read_pool_role
 from halizard.runtime.probe import Prober
+from halizard.runtime.publish import StatusPublisher
 from halizard.runtime.selffence import SelfFence
 from halizard.runtime.settings import DOM0_POOL_CA, HostConfig, RuntimeSettings, load_host_config
 from halizard.runtime.systemd import ERR, WARNING, Journal, Notifier
@@ -111,7 +112,8 @@ def build_host(hc: HostConfig, journal: Journal, notifier: Notifier,
                 store=StateStore(runtime.state_file),
                 read_role=partial(read_pool_role, runtime.inventory_file,
                                   runtime.pool_conf_file),
-                journal=journal, notifier=notifier, system_state=runtime.system_state_command)
+                journal=journal, notifier=notifier, publisher=StatusPublisher(xapi),
+                system_state=runtime.system_state_command)
 
 
 def main(config_path: str) -> int:

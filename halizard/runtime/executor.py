@@ -30,6 +30,7 @@ from halizard.runtime.guests import Toolstack
 from halizard.runtime.link import CarrierWatch
 from halizard.runtime.localhost import LocalFileError, StateStore
 from halizard.runtime.probe import Prober
+from halizard.runtime.publish import StatusPublisher
 from halizard.runtime.selffence import SelfFence
 from halizard.runtime.systemd import ERR, INFO, NOTICE, WARNING, Journal, Notifier, one_line
 from halizard.runtime.watchdog import Watchdog
@@ -65,6 +66,7 @@ class Host(NamedTuple):
     read_role: Callable[[], fx.PoolRole]
     journal: Journal
     notifier: Notifier
+    publisher: Optional[StatusPublisher] = None
     system_state: Tuple[str, ...] = ("systemctl", "is-system-running")
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
@@ -74,6 +76,7 @@ class RealExecutor:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.stop_requested = False
+        self._stop_told = False  # a clock read has said stop to the loop
         self.shutting_down = False
         self._check_system_state = False
         self._pool = ThreadPoolExecutor(max_workers=WORKERS)
@@ -136,10 +139,11 @@ class RealExecutor:
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """From a signal handler: the next clock read says stop. A SIGTERM may be the system
-        going down: that is checked before the next sleep (not here: a handler must be quick)."""
-        self.stop_requested = True
+        going down: the clock read that first says stop asks systemd (not here: a handler must
+        be quick)."""
         if signum == signal.SIGTERM:
-            self._check_system_state = True
+            self._check_system_state = True  # before stop_requested: see _read_clock
+        self.stop_requested = True
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -147,8 +151,16 @@ class RealExecutor:
     # --- effects ---------------------------------------------------------------------------------
 
     def _read_clock(self, effect: fx.ReadClock) -> fx.Now:
-        return fx.Now(self.host.monotonic(), self.host.wall(), self.stop_requested,
-                      self.shutting_down)
+        # The first decision after a SIGTERM must already know whether the system is going
+        # down: it is the one that disarms the watchdog and exits on a stop of the daemon
+        # alone, while guests still here must stay guarded through a shutdown (R012). A SIGTERM
+        # that comes in the middle of this is seen whole at the next read.
+        stop = self.stop_requested
+        if self._check_system_state:
+            self._check_system_state = False
+            self.shutting_down = self._system_stopping()
+        self._stop_told = self._stop_told or stop
+        return fx.Now(self.host.monotonic(), self.host.wall(), stop, self.shutting_down)
 
     def _read_pool_role(self, effect: fx.ReadPoolRole) -> fx.PoolRole:
         try:
@@ -163,11 +175,11 @@ class RealExecutor:
         return self._role
 
     def _sleep(self, effect: fx.Sleep) -> fx.Now:
-        if self._check_system_state:
-            self._check_system_state = False
-            self.shutting_down = self._system_stopping()
         carrier = self.host.carrier
-        while not self.stop_requested:
+        # A stop the loop has not heard of yet ends the sleep; once told, the loop keeps its
+        # cadence (a hand-over, or guarding guests while the system goes down, takes many
+        # cycles, and must not probe back to back).
+        while not (self.stop_requested and not self._stop_told):
             remaining = effect.until - self.host.monotonic()
             if remaining <= 0:
                 break
@@ -262,6 +274,8 @@ class RealExecutor:
         if not self._ready:
             self._ready = True
             notifier.ready(line)
+        if self.host.publisher is not None:
+            self.host.publisher.offer(decision, self._role)
         gist = (decision.mode.value, _DIGITS.sub("#", decision.reason))
         now = self.host.monotonic()
         if gist != self._logged or now - self._logged_at >= REMIND:
