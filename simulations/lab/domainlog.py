@@ -64,23 +64,19 @@ def read(path: str) -> List[DomainEvent]:
 class DomainLog:
     """A world observer (simulations.world.world.World.notify) that writes the log.
 
-    ``wall_of(t_ns)`` maps virtual time to wall time; ``names`` maps VM UUIDs to names;
-    ``also`` gets every event too (the controller keeps its domain ids from them)."""
+    ``wall_of(t_ns)`` maps virtual time to wall time; ``names`` maps VM UUIDs to names."""
 
-    def __init__(self, out: IO[str], wall_of: Callable[[int], float], names: Dict[str, str],
-                 also: Optional[Callable[[DomainEvent], None]] = None) -> None:
+    def __init__(self, out: IO[str], wall_of: Callable[[int], float],
+                 names: Dict[str, str]) -> None:
         self.out = out
         self.wall_of = wall_of
         self.names = names
-        self.also = also
         self._lock = threading.Lock()
 
     def write(self, event: DomainEvent) -> None:
         with self._lock:
             self.out.write(event.line() + "\n")
             self.out.flush()
-        if self.also is not None:
-            self.also(event)
 
     def domain_started(self, t: int, host: str, vm: str, others: List[str],
                        migrated: bool) -> None:
