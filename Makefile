@@ -16,7 +16,7 @@ REPORT ?= build/report
 SEEDS ?= 20
 DEBIAN_PACKAGES := openssl gcc libsystemd-dev pkg-config
 
-.PHONY: all demo test lint typecheck unit matrix test36 bench explore clean debian-packages
+.PHONY: all demo test lint typecheck unit matrix test36 bench bench-lab explore clean debian-packages
 
 all: test
 
@@ -63,6 +63,10 @@ test: lint typecheck unit test36
 
 bench: $(VENV)/.stamp
 	$(PY) -m simulations.bench
+
+# Failover times in the two-host lab (root; about 20 minutes): BENCHMARKS.md, "In the lab".
+bench-lab: $(VENV)/.stamp
+	$(PY) -m simulations.lab bench --runs 5
 
 # The long run (the test suite replays fixed schedules): COUNT seeded random fault schedules on
 # JOBS cores, half with a fence agent and half without (schedule i of SEED is always the same),

@@ -14,3 +14,12 @@ def no_host_configuration(tmp_path_factory, monkeypatch):
     """The CLI reads this host's /etc/halizard/halizard.toml by default: tests give their own
     file, or none (HALIZARD_CONFIG names one that does not exist)."""
     monkeypatch.setenv("HALIZARD_CONFIG", str(tmp_path_factory.getbasetemp() / "no-such.toml"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (``item.rep_call``), so that a fixture can keep
+    what a failed test leaves behind (the lab tests keep their lab directory)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)

@@ -16,7 +16,10 @@ Each host listens on its own loopback address (127.0.0.11, 127.0.0.12, ...) on o
 so that ``host.address`` and ``HOST_IS_SLAVE`` carry a plain address, as on a real pool; with
 ``unix_dir`` also on a Unix socket per host (``unix_path(host)``), which like /var/lib/xcp/xapi
 takes root without a password and never answers HOST_IS_SLAVE; with ``tls=(cert, key)`` the
-endpoints speak HTTPS, as xapi does on 443 with its self-signed certificate.
+endpoints speak HTTPS, as xapi does on 443 with its self-signed certificate. With
+``bind_addresses`` the TCP endpoints listen there instead of on the hosts' addresses: the lab
+(simulations/lab) gives the hosts their lab network addresses, which xapi reports (pool.conf,
+HOST_IS_SLAVE), and reaches each endpoint on a loopback address through a forwarder.
 """
 import os
 import secrets
@@ -71,7 +74,8 @@ class SimulatedPool:
                  host_memory: Union[int, Mapping[str, int]] = HOST_MEMORY,
                  pool_other_config: Optional[Mapping[str, str]] = None,
                  unix_dir: Optional[str] = None,
-                 tls: Optional[Tuple[str, str]] = None) -> None:
+                 tls: Optional[Tuple[str, str]] = None,
+                 bind_addresses: Optional[Mapping[str, str]] = None) -> None:
         if len(set(hosts)) != len(hosts) or not hosts:
             raise PoolError("hosts must be distinct names, got %r" % (list(hosts),))
         if master not in hosts:
@@ -108,7 +112,8 @@ class SimulatedPool:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(tls[0], tls[1])
         self._scheme = "http" if context is None else "https"
-        self._endpoints = {h: Endpoint(h, self._addresses[h], port, self._caller(h),
+        bind = dict(bind_addresses or {})
+        self._endpoints = {h: Endpoint(h, bind.get(h) or self._addresses[h], port, self._caller(h),
                                        None if unix_dir is None
                                        else os.path.join(unix_dir, "%s.xapi" % h), context)
                            for h in self.hosts}
