@@ -170,6 +170,9 @@ class Tracer:
         if self.keep:
             self.fences.append((seconds(t), host, kind))
 
+    def fence_answer(self, t: int, host: str, action: str, result: str) -> None:
+        pass  # the fence itself is traced; what the device answered shows in the decisions
+
     def fault(self, t: int, index: int, fault: Any, phase: str) -> None:
         self._feed(t, "fault", index, phase)
         if self.keep:
