@@ -21,7 +21,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 from halizard.core.beacon import parse_beacon
 from halizard.core.config import Config
 from halizard.core.evidence import Facts, facts, lease_gap, probe_changes, record_probe
-from halizard.core.observe import QUICK_WAIT, Observation, peer_says_master, task_outcome
+from halizard.core.observe import Observation, peer_says_master, task_outcome
 from halizard.core.placement import plan_starts, wants_start
 from halizard.core.pool import HostView
 from halizard.core.state import (
@@ -34,6 +34,7 @@ from halizard.core.state import (
     check_transition,
     evolve,
 )
+from halizard.core.timing import deadline_lead
 from halizard.effects import (
     LOCAL,
     LOCAL_SESSION,
@@ -355,7 +356,7 @@ def _next_cycle(config: Config, s: DaemonState, f: Facts, mode: Mode, obs: Obser
     # round early, so that its decision, made when the round ends, falls on the deadline (if the
     # round is quicker, the deadline is still ahead and the next cycle follows at once).
     due = obs.cycle_start + interval
-    lead = (config.probe_count - 1) * config.probe_spacing + QUICK_WAIT
+    lead = deadline_lead(config)
     for deadline in deadlines:
         if deadline > f.now and deadline - lead < due:
             due = max(deadline - lead, f.now)
