@@ -208,3 +208,9 @@ def test_runs_report_the_daemon_mode_transitions_they_exercised():
     result = run_scenario(load_scenario(os.path.join(BUILTIN_DIR, "H02-master-crash.toml")), 0)
     assert {"starting -> normal", "normal -> survivor", "survivor -> takeover"} <= result.transitions
     assert result.transitions <= table
+    # and the other counters: the fault on the master, the paths the slave's takeover took
+    assert {"fault host.crash on the master", "mode takeover", "path promotion",
+            "path takeover", "path restart"} <= result.coverage
+    assert result.transitions <= result.coverage
+    assert not {"fault host.crash on the slave", "path self-fence", "path fence agent",
+                "path watchdog reset"} & result.coverage
