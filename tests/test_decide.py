@@ -282,6 +282,22 @@ def test_master_restarts_halted_protected_vms_by_order_and_never_others():
     assert started == ["OpaqueRef:db"]  # app waits for db's start to finish
 
 
+def test_a_start_on_this_host_arms_the_watchdog_with_it():
+    """R022: a master with no guest (its watchdog disarmed) that starts one on itself arms the
+    watchdog in the same decision: frozen before its next one, it is reset, and the start dies
+    with it, instead of completing after the peer has restarted the VM elsewhere."""
+    state = healthy(pool=view([]))
+    state = evolve(state, guests=(), watchdog_armed=False)
+    pool = view([vm("db", None, state="Halted")])
+    decision = decide(CFG, state, obs(11.0, probe(11.0), pool=pool, guests=()))
+    starts = [a for a in decision.actions if isinstance(a, XapiCall)
+              and a.method == "Async.VM.start_on"]
+    assert [a.args[1] for a in starts] == ["OpaqueRef:h1"]  # on this host
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["arm"]
+    nothing = decide(CFG, state, obs(11.0, probe(11.0), pool=view([]), guests=()))
+    assert not any(isinstance(a, WatchdogControl) for a in nothing.actions)
+
+
 def test_planned_stop_hands_the_master_role_over():
     state = healthy(pool=view([vm("vm-a", ME)]))
     decision = decide(CFG, state, obs(11.0, probe(11.0), pool=view([vm("vm-a", ME)]), stop=True))

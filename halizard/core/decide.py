@@ -284,7 +284,12 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
     if step.mode is not state.mode:
         check_transition(state.mode, step.mode)
         s = evolve(s, mode=step.mode, since=obs.now)
-    watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode, obs.shutting_down)
+    # A start (or a migration) to this host issued now may put a guest here before the next
+    # decision: the watchdog guards it from now on, armed with the call (R022).
+    arriving = any(i.kind in ("start", "migrate") and i.host is not None
+                   and i.host == s.local_uuid for i in step.intents)
+    watchdog_actions, watchdog_intents = _watchdog(config, s, f, step.mode, obs.shutting_down,
+                                                   arriving)
     actions = step.actions + watchdog_actions
     intents = step.intents + watchdog_intents
     exiting = step.mode is Mode.STOPPING and not step.actions and _stop_done(s, obs)
@@ -836,18 +841,19 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     return "; ".join(notes) if notes else "all protected VMs running"
 
 
-def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode, shutting_down: bool = False
-              ) -> Tuple[Tuple[Any, ...], Tuple[Intent, ...]]:
+def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode, shutting_down: bool = False,
+              arriving: bool = False) -> Tuple[Tuple[Any, ...], Tuple[Intent, ...]]:
     """Arm and feed only while the lease holds; disarm only when nothing needs protecting.
 
     Feeding is what keeps guests alive on this host: it is refused (valid_until) as soon as the
     lease has expired, even if the daemon stalled between deciding and feeding. A daemon
     stopped on its own (systemctl stop) disarms; while the system is going down it guards the
-    guests until xapi has stopped them, like any other cycle."""
+    guests until xapi has stopped them, like any other cycle. ``arriving``: this decision
+    starts or moves a guest to this host."""
     ha_on = s.settings.ha_active
     timeout = int(config.watchdog_timeout)
     if not ha_on or (mode is Mode.STOPPING and f.lease_held and not shutting_down) or (
-            not _guests_here(s) and mode is not Mode.ISOLATED):
+            not _guests_here(s) and not arriving and mode is not Mode.ISOLATED):
         if s.watchdog_armed:
             return (WatchdogControl("disarm", timeout, f.now + config.probe_interval),), DISARM
         return (), ()
