@@ -11,7 +11,9 @@ One cycle:
                                              previous sleep)
     probe + xapi reads + guest list         (in parallel, each with its own timeout)
     read the clock again                    (if the reads took impossibly long, the daemon was
-                                             stalled: start the cycle over, never decide on them)
+                                             stalled: feed the watchdog if the round renewed the
+                                             lease, then start the cycle over, never decide on
+                                             them)
     decide                                  (pure: halizard.core.decide)
     enact the decision                      (one log line per cycle, then its actions, in
                                              parallel)
@@ -21,7 +23,8 @@ One cycle:
 from typing import Any, Generator
 
 from halizard.core.config import Config
-from halizard.core.decide import absorb_results, decide
+from halizard.core.decide import absorb_results, decide, feed_after_pause
+from halizard.core.evidence import heard_in_discarded_round
 from halizard.core.observe import (
     NOTHING_CARRIED,
     ReadTemplates,
@@ -81,7 +84,14 @@ def cycle(config: Config, templates: ReadTemplates, state: DaemonState, begin: N
         if now.monotonic - begin.monotonic <= templates.read_budget:
             break
         # Stalled or frozen before or while probing: these answers are too old to decide on.
-        # Probe again.
+        # Feed the watchdog first if this round's contact renews the lease (the watchdog kept
+        # counting through the pause), then probe again.
+        feed = feed_after_pause(config, state, results[0], now.monotonic,
+                                now.shutting_down or begin.shutting_down)
+        if feed is not None:
+            yield feed
+        # What the round heard of the peer still counts for its silence (never for the lease).
+        state = heard_in_discarded_round(config, state, results[0])
         begin = now
     obs = observe(plan, results, begin.monotonic, now.monotonic, now.wall,
                   now.stop_requested or begin.stop_requested, role,

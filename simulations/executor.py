@@ -77,6 +77,12 @@ class SimDaemon:
         self.calls_started = 0
         self.calls_done: List[fx.CallOutcome] = []
         self.decision: Any = None
+        # Ground truth for the checker (simulations.invariants): when this process started, when
+        # its current cycle's reads were issued, and the arrival of the latest packet from the
+        # peer its prober received (ns; 0: none since the process started).
+        self.started_ns = 0
+        self.reads_at = 0
+        self.peer_heard = 0
         self.crash_after: Optional[int] = None  # exploration hook: crash before effect N
         self.effects = 0
         self._address_to_host = {h.address: h.name for h in world.hosts.values()}
@@ -114,6 +120,8 @@ class SimDaemon:
         self.sessions = {}
         self.heard = []
         self.heard_since = self.host.clock.monotonic(self.sched.t)
+        self.started_ns = self.reads_at = self.sched.t
+        self.peer_heard = 0
         self.fence_done = []
         self.calls_done = []
         self.decision = None
@@ -303,6 +311,7 @@ class SimDaemon:
 
     def _start_probe(self, effect: fx.Probe, generation: int, slot: Optional[Slot]
                      ) -> Tuple[bool, Any]:
+        self.reads_at = self.sched.t
         delay, report = self._probe(effect)
         self._later(generation, slot, delay, report)
         return False, None
@@ -487,6 +496,8 @@ class SimDaemon:
                 stamp = heard[path]
             if stamp:
                 self._contact(stamp)
+                if stamp > self.peer_heard:
+                    self.peer_heard = stamp
             peer_reports.append(fx.PathReport(address, replies, path in heard,
                                               mono(stamp) if stamp else None))
         heard_since = self.heard_since

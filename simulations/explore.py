@@ -6,14 +6,15 @@
 
 Random mode runs ``--count`` schedules of the seeded random chooser (schedule i of seed S is
 always the same); exhaustive mode runs every schedule of the coarse grid for one or two faults.
-Each run is judged on safety (invariants I1-I6 and daemon errors) and on what the schedule's
+Each run is judged on safety (invariants I1-I8 and daemon errors) and on what the schedule's
 expectations ask (simulations.schedules.expectations: liveness once every fault has healed, no
 unjustified fence after transients below their tolerance). The first failure is shrunk
 greedily, one change at a time, while the same rule still breaks: a seed the matrix replays
 (0-19), a fault dropped, a duration shortened, an onset moved earlier. It is printed as a
 scenario file with its seed and replay command, and written as the next free Rnnn file: to
 simulations/regressions/ (run forever by the matrix) with --save-regressions, otherwise to a
-temporary directory.
+temporary directory. It also says which coverage counters (simulations.coverage: modes,
+transitions, its fault kinds on the master and on a slave, the paths) no schedule reached.
 """
 import datetime
 import multiprocessing
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, FrozenSet, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from halizard.core.state import TRANSITIONS
+from simulations import coverage
 from simulations.matrix import DEFAULT_SEEDS, REGRESSIONS_DIR
 from simulations.runner import RunResult, run_scenario
 from simulations.scenario import dump_scenario, parse_scenario
@@ -47,7 +48,7 @@ CHUNK = 8  # schedules per message to a worker: small, so a stop after a failure
 
 
 class Problem(NamedTuple):
-    """What broke: an invariant (I1-I6, BUG) at a moment on a host, or an expectation
+    """What broke: an invariant (I1-I8, BUG) at a moment on a host, or an expectation
     (liveness, unjustified_fences)."""
     rule: str
     detail: str
@@ -70,7 +71,7 @@ class Outcome(NamedTuple):
     number: int
     schedule: Schedule
     problems: Tuple[Problem, ...]
-    transitions: FrozenSet[str]
+    coverage: FrozenSet[str]  # the counters the run reached (simulations.coverage)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class Exploration:
     failed: int
     wall: float
     workers: int
-    transitions: FrozenSet[str]
+    coverage: FrozenSet[str]
     finding: Optional[Finding]
 
     @property
@@ -108,7 +109,7 @@ def _outcome(job: Tuple[int, Schedule]) -> Outcome:
         result = judge(schedule)
     except Exception as exc:  # reported as a problem: an exception a worker cannot send back hangs the pool
         return Outcome(index, schedule, (Problem("error", repr(exc)),), frozenset())
-    return Outcome(index, schedule, problems(result), result.transitions)
+    return Outcome(index, schedule, problems(result), result.coverage)
 
 
 def run_schedules(schedules: Iterable[Schedule], workers: int) -> Iterator[Outcome]:
@@ -128,11 +129,11 @@ def explore(schedules: Iterable[Schedule], spaces: Sequence[Space], workers: int
     """Run ``schedules``; shrink the first failure within the space of its configuration."""
     started = time.perf_counter()
     runs = failed = 0
-    transitions: FrozenSet[str] = frozenset()
+    reached: FrozenSet[str] = frozenset()
     first: Optional[Outcome] = None
     for outcome in run_schedules(schedules, workers):
         runs += 1
-        transitions |= outcome.transitions
+        reached |= outcome.coverage
         if outcome.problems:
             failed += 1
             first = first or outcome
@@ -143,7 +144,7 @@ def explore(schedules: Iterable[Schedule], spaces: Sequence[Space], workers: int
     if first is not None:
         space = next(s for s in spaces if s.variant.table == first.schedule.config)
         finding = shrink_finding(first.number, first.schedule, first.problems[0], space)
-    return Exploration(runs, failed, wall, workers, transitions, finding)
+    return Exploration(runs, failed, wall, workers, reached, finding)
 
 
 def broken(schedule: Schedule, rule: str) -> Optional[Problem]:
@@ -314,12 +315,6 @@ def keep_failure(schedule: Schedule, problem: Problem, found_by: str,
     return failure_text(path, schedule)
 
 
-def untouched(transitions: FrozenSet[str]) -> List[str]:
-    """The allowed mode transitions no run exercised (coverage)."""
-    table = {"%s -> %s" % (a.value, b.value) for a, bs in TRANSITIONS.items() for b in bs}
-    return sorted(table - transitions)
-
-
 # --- the command ----------------------------------------------------------------------------------
 
 
@@ -362,9 +357,8 @@ def run_plan(plan: Plan, out: Callable[[str], None]) -> Exploration:
     out("explore %s: %d schedules in %.1fs, %.1f schedules/s (%d workers)"
         % (plan.describe(), result.runs, result.wall, result.rate, result.workers))
     out("violations: %d" % result.failed)
-    missing = untouched(result.transitions)
-    if missing:
-        out("mode transitions never reached (%d): %s" % (len(missing), ", ".join(missing)))
+    space = plan.space()
+    out(coverage.describe(result.coverage, space.kinds, space.variant.config.fence_agent is not None))
     finding = result.finding
     if finding is not None:
         v = finding.problem

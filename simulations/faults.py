@@ -19,22 +19,32 @@ OPERATOR_PATIENCE = 120 * NS
 
 class Operator:
     """An administrator with the CLI on the management network: logs in to whichever host
-    answers, follows HOST_IS_SLAVE to the master, and writes the pool's other_config."""
+    answers, follows HOST_IS_SLAVE to the master, and writes the pool's other_config. A newer
+    request for a key replaces an older one still retrying (the administrator types the new
+    command; the old one is not run again behind it)."""
 
     def __init__(self, world: World, log: Callable[[str], None]) -> None:
         self.world = world
         self.log = log
+        self._requests: Dict[str, int] = {}  # key -> the number of its latest request
 
-    def set_pool_key(self, key: str, value: Optional[str], started: Optional[int] = None) -> None:
+    def set_pool_key(self, key: str, value: Optional[str], started: Optional[int] = None,
+                     request: Optional[int] = None) -> None:
         world = self.world
         started = world.now if started is None else started
+        if request is None:
+            request = self._requests.get(key, 0) + 1
+            self._requests[key] = request
+        elif request != self._requests.get(key):
+            return  # replaced by a newer request for the same key
         xapi = world.xapi
 
         def retry(why: str) -> None:
             if world.now - started > OPERATOR_PATIENCE:
                 self.log("operator gave up setting %s: %s" % (key, why))
                 return
-            world.scheduler.after(OPERATOR_RETRY, self.set_pool_key, key, value, started)
+            world.scheduler.after(OPERATOR_RETRY, self.set_pool_key, key, value, started,
+                                  request)
 
         candidates = [h for h in world.host_names
                       if world.hosts[h].running and world.network.nic_down[h] == 0]
@@ -87,6 +97,9 @@ class FaultInjector:
         self.daemons = daemons
         self.operator = operator
         self._saved: Dict[int, List[Tuple[Link, float, int, int]]] = {}
+        # Overlapping operator actions count, like overlapping link faults: HA is back on (a host
+        # out of maintenance) when the last of them heals.
+        self._operator: Dict[Tuple[str, str], int] = {}
 
     def schedule(self, faults: Tuple[Fault, ...]) -> None:
         for i, fault in enumerate(faults):
@@ -157,9 +170,12 @@ class FaultInjector:
         elif kind == "vm.start_fail":
             world.xapi.fail_next_starts(world.xapi.vm_uuid(target), fault.param("times", 1))
         elif kind == "op.maintenance":
-            self.operator.set_pool_key(KEY_MAINTENANCE_PREFIX + world.hosts[target].uuid, "true")
+            if self._operator_count(kind, target, +1) == 1:
+                self.operator.set_pool_key(KEY_MAINTENANCE_PREFIX + world.hosts[target].uuid,
+                                           "true")
         elif kind == "op.ha_disable":
-            self.operator.set_pool_key(KEY_ENABLED, "false")
+            if self._operator_count(kind, target, +1) == 1:
+                self.operator.set_pool_key(KEY_ENABLED, "false")
         else:  # parse_scenario rejects unknown kinds; this is a guard against drift
             raise ValueError("unknown fault kind %r" % kind)
 
@@ -197,12 +213,20 @@ class FaultInjector:
         elif kind == "fence.unreachable":
             world.hosts[target].fence_reachable = True
         elif kind == "op.maintenance":
-            self.operator.set_pool_key(KEY_MAINTENANCE_PREFIX + world.hosts[target].uuid, None)
+            if self._operator_count(kind, target, -1) == 0:
+                self.operator.set_pool_key(KEY_MAINTENANCE_PREFIX + world.hosts[target].uuid,
+                                           None)
         elif kind == "op.ha_disable":
-            self.operator.set_pool_key(KEY_ENABLED, "true")
+            if self._operator_count(kind, target, -1) == 0:
+                self.operator.set_pool_key(KEY_ENABLED, "true")
         # xapi.hang heals by itself (the model was given the end); daemon.stall likewise.
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _operator_count(self, kind: str, target: str, step: int) -> int:
+        count = self._operator.get((kind, target), 0) + step
+        self._operator[(kind, target)] = count
+        return count
 
     def _links(self, fault: Fault, a: str, b: str, both: bool) -> List[Link]:
         net = self.world.network

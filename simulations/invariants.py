@@ -8,9 +8,21 @@ Everything here is judged from the world's ground truth, never from what a daemo
         with a current decision, acts as master
     I3  a VM starts only after its previous copy is certainly dead (min margin is measured here)
     I4  only an acting master issues pool-level xapi actions
-    I5  no action is performed on a stale decision; the watchdog is only fed by a host that
-        really had contact within its lease (or has no guests to protect)
+    I5  no action is performed on a stale decision, and no decision is made on stale reads
+        (issued longer than the read budget before it: the loop reads again after a pause); the
+        watchdog is only fed by a host that really had contact within its lease (or has no
+        guests to protect)
     I6  no daemon believes its peer fenced while the peer is powered and running guests
+    I7  the silence rules (docs/ARCHITECTURE.md section 6): a host starts its fence agent, or
+        (without one) believes its peer dead or promotes itself, only once its peer has been
+        silent for the configured delay (fence_due for its role, takeover_delay, promote_delay),
+        stretched by the fastest clock rate; silence counted from the later of the latest packet
+        from the peer its daemon received, the daemon's start, the end of a deafness (nothing
+        from the peer and no gateway) or of a pause (freeze, stall) that lasted a lease, and the
+        end of HA being off for it
+    I8  the checker trusts no fence device: a device that answers "off" leaves its host without
+        power (a world check: the daemon confirms with "status", so a lying "off" harms nobody
+        here, but the fence oracle and I6 rely on the device's truth)
 
 A fence (self-fence, watchdog reset, fence-agent power-off) is classified by the oracle as
 justified, unjustified, or wrong victim, against the tolerances of halizard.core.timing.
@@ -22,7 +34,7 @@ from halizard import effects as fx
 from halizard.core.config import Config
 from halizard.core.evidence import gateway_policy_satisfied
 from halizard.core.state import Mode
-from halizard.core.timing import TimingBounds
+from halizard.core.timing import TimingBounds, read_budget
 from simulations.executor import SimDaemon
 from simulations.world.scheduler import NS, seconds
 from simulations.world.world import World
@@ -83,6 +95,16 @@ class Checker:
         # The longest a host may go without a real contact and still feed its watchdog: its
         # lease, stretched by the slowest clock rate the configuration allows.
         self._lease_ns = int((config.lease_timeout / (1.0 - bounds.rho) + 0.001) * NS)
+        # I5: the longest a daemon's reads may take before it decides on them (true time).
+        self._budget_ns = int((read_budget(config) / (1.0 - bounds.rho) + 1e-6) * NS)
+        # I7: from when each host's silence clock may count (ns), and what made it restart;
+        # a deafness or a pause counts once it has lasted a whole lease on the slowest clock
+        # (then the daemon certainly lost its lease, or saw the hole: evidence.lease_gap).
+        self.hearing_from: Dict[str, Tuple[int, str]] = {h: (0, "start") for h in world.host_names}
+        self.deaf_since: Dict[str, Optional[int]] = {h: None for h in world.host_names}
+        self._whole_lease_ns = int(config.lease_timeout / (1.0 - bounds.rho) * NS) + 1
+        self._stalls: Dict[str, Tuple[int, int]] = {}  # host -> (onset, daemon generation)
+        self._freezes: Dict[str, int] = {}
 
     # --- recording --------------------------------------------------------------------------
 
@@ -131,6 +153,12 @@ class Checker:
 
     def host_frozen(self, t: int, host: str, frozen: bool) -> None:
         self.dirty = True
+        if not frozen:
+            since = self._freezes.pop(host, None)
+            if since is not None:
+                self._paused(host, since, t, "a freeze")
+        else:
+            self._freezes[host] = t
         for vm in sorted(self.world.hosts[host].domains):
             self._vm_liveness(vm)
 
@@ -138,8 +166,16 @@ class Checker:
         self.dirty = True
         if phase == "onset" and self.first_fault is None:
             self.first_fault = t
-        if fault.kind == "daemon.stall" and phase == "onset":
-            self.stalled_since[fault.target] = t
+        if fault.kind == "daemon.stall" and fault.target in self.daemons:
+            daemon = self.daemons[fault.target]
+            if phase == "onset":
+                self.stalled_since[fault.target] = t
+                if daemon.alive:
+                    self._stalls[fault.target] = (t, daemon.generation)
+            else:
+                stall = self._stalls.pop(fault.target, None)
+                if stall is not None and stall[1] == daemon.generation:
+                    self._paused(fault.target, stall[0], t, "a stall")
 
     def daemon(self, t: int, host: str, what: str) -> None:
         self.claimants.discard(host)
@@ -147,6 +183,7 @@ class Checker:
         if what == "started":
             self.daemon_down_since.pop(host, None)
             self.modes.pop(host, None)
+            self.hearing_from[host] = (t, "the daemon's start")
         else:
             self.daemon_down_since.setdefault(host, t)
 
@@ -154,9 +191,18 @@ class Checker:
         self.violate("BUG", host, "the daemon raised %s" % error)
 
     def decision(self, t: int, host: str, decision: Any) -> None:
+        daemon = self.daemons[host]
+        if t - daemon.reads_at > self._budget_ns:
+            self.violate("I5", host, "decided on reads issued %.2fs before (read budget %.2fs)"
+                         % (seconds(t - daemon.reads_at), read_budget(self.config)))
+        previous = self.modes.get(host)
+        if previous is Mode.DISABLED:  # HA was off for it: the peer's silence proved nothing
+            self._hear_from(host, t, "HA off")
+        if decision.peer_dead and host not in self.believers and self.config.fence_agent is None:
+            self._silence_rule(host, "believes its peer dead", self.config.takeover_delay,
+                               "takeover_delay")
         (self.claimants.add if decision.acting_master else self.claimants.discard)(host)
         (self.believers.add if decision.peer_dead else self.believers.discard)(host)
-        previous = self.modes.get(host)
         self.modes[host] = decision.mode
         if decision.mode is Mode.ISOLATED and previous is not Mode.ISOLATED:
             self._classify(host, "self-fence", host)
@@ -173,12 +219,50 @@ class Checker:
         if valid_until is not None and monotonic > valid_until:
             self.violate("I5", host, "%s performed after its deadline" % type(effect).__name__)
         kind = type(effect)
+        if kind is fx.StartFence:
+            master = decision is not None and decision.state.role is not None \
+                and decision.state.role.is_master
+            due = self.config.peer_timeout + (0.0 if master else self.config.fence_delay)
+            self._silence_rule(host, "starts its fence agent", due, "peer_timeout" if master
+                               else "peer_timeout + fence_delay (a slave: the tie-break)")
+        elif kind is fx.XapiCall and effect.method == "pool.emergency_transition_to_master" \
+                and self.config.fence_agent is None:
+            self._silence_rule(host, "promotes itself", self.config.promote_delay,
+                               "promote_delay")
         if kind is fx.XapiCall and fx.pool_action(effect.method):
             if self.world.xapi.role(host) != "master" or decision is None or not decision.acting_master:
                 self.violate("I4", host, "%s issued by a host that is not the acting master"
                              % effect.method)
         if kind is fx.WatchdogControl and effect.op in ("arm", "feed"):
             self._check_feed(host, decision)
+
+    def fence_answer(self, t: int, host: str, action: str, result: str) -> None:
+        if action == "off" and result == "off" and self.world.hosts[host].power != "off":
+            self.violate("I8", host, "its fence device answered off while it still has power")
+
+    # --- I7: the silence rules ----------------------------------------------------------------
+
+    def _hear_from(self, host: str, t: int, why: str) -> None:
+        if t >= self.hearing_from[host][0]:
+            self.hearing_from[host] = (t, why)
+
+    def _paused(self, host: str, since: int, until: int, what: str) -> None:
+        if until - since >= self._whole_lease_ns:
+            self._hear_from(host, until, "the end of %s of %.1fs" % (what, seconds(until - since)))
+
+    def _silence_rule(self, host: str, act: str, delay: float, name: str) -> None:
+        """``host`` does ``act``, which the timing rules allow only after ``delay`` seconds of
+        its peer's silence on its own clock: at least delay / (1 + rho) true seconds."""
+        if self.dirty:
+            self._structure()
+        daemon = self.daemons[host]
+        since, why = self.hearing_from[host]
+        if daemon.peer_heard >= since:
+            since, why = daemon.peer_heard, "the last packet from its peer"
+        silent = self.world.now - since
+        if silent * (1.0 + self.bounds.rho) < int(delay * NS) - 1000:
+            self.violate("I7", host, "%s after %.2fs of silence (from %s at %.2fs); %s is %.1fs"
+                         % (act, seconds(silent), why, seconds(since), name, delay))
 
     # --- after every event ------------------------------------------------------------------
 
@@ -244,6 +328,18 @@ class Checker:
             gws = sum(1 for g in net.gateway_names if net.gateway_up_for(h, g))
             sees_gw = gateway_policy_satisfied(self.config.gateway_policy, gws, len(net.gateway_names))
             isolated = not sees_peer and not sees_gw
+            # Deaf: nothing from the peer can reach it (not even one way) and no gateway answers.
+            deaf = not sees_gw and not (world.hosts[peer].running and any(
+                net.nic_up(h, p) and net.nic_up(peer, p) and net.links[(peer, h, p)].down == 0
+                and net.links[(peer, h, p)].loss < 1.0 for p in range(net.paths)))
+            deaf_since = self.deaf_since[h]
+            if deaf and deaf_since is None:
+                self.deaf_since[h] = now
+            elif not deaf and deaf_since is not None:
+                self.deaf_since[h] = None
+                if now - deaf_since >= self._whole_lease_ns:
+                    self._hear_from(h, now, "the end of its deafness of %.1fs"
+                                    % seconds(now - deaf_since))
             if not isolated:
                 since = self.isolated_since[h]
                 if since is not None:

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from simulations.runner import RunResult, run_scenario
 from simulations.scenario import Scenario
@@ -88,6 +88,11 @@ def run_matrix(scenarios: Sequence[Scenario], seeds: Optional[int] = None, seed:
     for (s, _), r in zip(jobs, results):
         by_id.setdefault(id(s), []).append(r)
     return [ScenarioSummary(s, by_id.get(id(s), [])) for s in scenarios], wall
+
+
+def reached(summaries: Sequence[ScenarioSummary]) -> FrozenSet[str]:
+    """Every coverage counter (simulations.coverage) some run reached."""
+    return frozenset().union(*[r.coverage for s in summaries for r in s.runs])
 
 
 def replay_command(scenario: Scenario, seed: int, config_path: Optional[str]) -> str:

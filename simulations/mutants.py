@@ -4,16 +4,19 @@ simulator's checker must catch every one: a mutant that passes the matrix is a h
 checker or in the matrix.
 
     python -m simulations.mutants [NAME ...] [--seeds N]
-    python -m simulations.mutants --explore [NAME ...] [--count N] [--seed S] [--save DIR]
+    python -m simulations.mutants --explore [NAME ...] [--count N] [--explore-seed S] [--save DIR]
+                                  [--no-corpus]
 
 runs the built-in matrix against each mutant and reports, for each, the first scenario and seed
 that caught it and how (the invariant, or the unmet expectation). With --explore it runs the
 explorer instead (simulations/explore.py: random schedules, with a fence agent and without in
 turn, up to --count of each) and reports, for each mutant, how many schedules it took and the
 minimal schedule that caught it, written to DIR (a temporary directory by default) with the
-command that replays it. The explorer judges what holds for every schedule (safety; liveness
-once every fault has healed; no unjustified fence after short transients), so it misses the
-mutants that only the matrix's named expectations see (who is fenced, how fast, which master).
+command that replays it. The explorer judges what holds for every schedule: safety, including
+the silence rules in true time (I7), decisions on fresh reads (I5) and the fence devices'
+truth (I8); liveness once every fault has healed; no unjustified fence after transients below
+their tolerance. A mutant no random schedule caught is then tried on the explorer's corpus (the
+saved regressions, judged by those same rules), unless --no-corpus: the report says so.
 
 A mutant is a textual change of one module's source, executed in place of the module for the
 duration of the run (and inherited by the worker processes); the original is restored afterwards.
@@ -28,10 +31,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from simulations.explore import explore, found, scenario_text, write_text
-from simulations.matrix import BUILTIN_MATRIX, run_matrix
-from simulations.scenario import find_scenarios, load_scenario
-from simulations.schedules import VARIANTS, random_schedules, random_space
+from simulations.explore import explore, found, problems, scenario_text, write_text
+from simulations.matrix import BUILTIN_MATRIX, DEFAULT_SEEDS, REGRESSIONS_DIR, run_matrix
+from simulations.runner import run_scenario, scenario_config
+from simulations.scenario import find_scenarios, load_scenario, parse_scenario
+from simulations.schedules import VARIANTS, Spec, expectations, random_schedules, random_space
 
 
 @dataclass(frozen=True)
@@ -190,20 +194,58 @@ def _first_failure(mutant: Mutant, scenarios: Sequence[Any], **matrix: Any) -> V
 
 
 def explore_hunt(mutant: Mutant, count: int, seed: int, save: str,
-                 workers: Optional[int] = None) -> Verdict:
+                 workers: Optional[int] = None, use_corpus: bool = True) -> Verdict:
     """Random schedules under the mutant, with a fence agent and without in turn, until one
-    breaks a rule; that one is shrunk and written to ``save``."""
+    breaks a rule; that one is shrunk and written to ``save``. If none does, the explorer's
+    corpus (`corpus`) under the mutant, as a last resort."""
     spaces = [random_space(VARIANTS[name]) for name in ("fence-agent", "gateway-only")]
     schedules = itertools.chain.from_iterable(
         zip(*[random_schedules(space, seed, count) for space in spaces]))
     undo = apply(mutant)
     try:
         result = explore(schedules, spaces, workers or os.cpu_count() or 1, stop_at_first=True)
+        if result.finding is None:
+            if not use_corpus:
+                return Verdict(mutant, False, schedules=result.runs)
+            return _corpus_verdict(mutant, result.runs)
     finally:
         undo()
-    if result.finding is None:
-        return Verdict(mutant, False, schedules=result.runs)
     return _explore_verdict(mutant, result.finding, result.runs, save, seed, count)
+
+
+def corpus(directory: str = REGRESSIONS_DIR) -> List[Any]:
+    """The explorer's corpus: the schedules it once found breaking a rule (the saved
+    regressions), each judged by the explorer's own rules (safety; liveness once every fault
+    has healed; no unjustified fence after transients below their tolerance) instead of its
+    named expectations. Like Hypothesis's database of failing examples, it is replayed to find
+    again what random schedules reach only rarely."""
+    out = []
+    for path in find_scenarios([directory]):
+        scenario = load_scenario(path)
+        specs = tuple(Spec(f.kind, f.target, f.at, f.duration, f.param("loss"), f.param("by"))
+                      for f in scenario.faults)
+        expect = expectations(specs, scenario_config(scenario))
+        bound = expect["liveness_bound"]
+        after = 150.0 if bound == "none" else max(150.0, float(bound[:-1]) + 10.0)
+        data = dict(scenario.raw, expect=expect,
+                    sweep={"duration": "%gs" % (scenario.last_event() + after)})
+        out.append(parse_scenario(data, path))
+    return out
+
+
+def _corpus_verdict(mutant: Mutant, ran: int) -> Verdict:
+    """The first run of the corpus, in file and seed order, that breaks a rule (the mutant is
+    applied by the caller); the scenario is already minimal."""
+    for scenario in corpus():
+        for seed in range(DEFAULT_SEEDS):
+            ran += 1
+            found = problems(run_scenario(scenario, seed))
+            if found:
+                return Verdict(mutant, True, scenario.source, seed, found[0].describe(),
+                               "python -m simulations.mutants %s --replay %s --seed %d"
+                               % (mutant.name, scenario.source, seed), ran,
+                               "random schedules missed it; the corpus: %s" % scenario.id)
+    return Verdict(mutant, False, schedules=ran)
 
 
 def _explore_verdict(mutant: Mutant, finding: Any, ran: int, save: str, seed: int,
@@ -213,7 +255,7 @@ def _explore_verdict(mutant: Mutant, finding: Any, ran: int, save: str, seed: in
     path = os.path.join(save, "%s.toml" % mutant.name)
     replay = "python -m simulations.mutants %s --replay %s --seed %d" % (mutant.name, path,
                                                                           schedule.seed)
-    header = found("`python -m simulations.mutants --explore %s --count %d --seed %d` (schedule "
+    header = found("`python -m simulations.mutants --explore %s --count %d --explore-seed %d` (schedule "
                    "%d)" % (mutant.name, count, seed, finding.index), v) + ["Replay: " + replay]
     write_text(path, scenario_text(schedule, v, "M-" + mutant.name, path, ("mutant",), header))
     faults = ", then ".join(f.label() for f in schedule.faults)
@@ -236,6 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "exploration's seed")
     parser.add_argument("--save", default=os.path.join(tempfile.gettempdir(), "halizard-mutants"),
                         help="with --explore: where the minimal schedules are written")
+    parser.add_argument("--no-corpus", action="store_true", help="with --explore: random "
+                        "schedules only, not the saved regressions after them")
     parser.add_argument("--jobs", type=int, help="worker processes (default: CPUs)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.list:
@@ -252,7 +296,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     caught = 0
     for mutant in mutants:
         if args.explore:
-            verdict = explore_hunt(mutant, args.count, args.explore_seed, args.save, args.jobs)
+            verdict = explore_hunt(mutant, args.count, args.explore_seed, args.save, args.jobs,
+                                   not args.no_corpus)
         elif args.replay and args.seed is not None:
             verdict = hunt_one(mutant, scenarios[0], args.seed)
         else:

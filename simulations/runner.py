@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set,
 from halizard.core.config import Config, ConfigError, load_config
 from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, RESTART
 from halizard.core.timing import bounds
+from simulations import coverage
 from simulations.executor import PASSWORD, START_AFTER_BOOT, USERNAME, SimDaemon
 from simulations.faults import FaultInjector, Operator
 from simulations.invariants import Checker, FenceRecord, Violation
@@ -92,6 +93,7 @@ class RunResult:
     sim_seconds: float
     timeline: Optional[Dict[str, Any]] = None
     transitions: FrozenSet[str] = frozenset()  # "old -> new" daemon modes seen (coverage)
+    coverage: FrozenSet[str] = frozenset()  # every coverage counter reached (simulations.coverage)
 
     @property
     def unjustified(self) -> int:
@@ -120,6 +122,7 @@ class Tracer:
         self._last_mode: Dict[str, str] = {}
         self._mode: Dict[str, str] = {}
         self.transitions: Set[str] = set()
+        self.reached: Set[str] = set()  # coverage counters besides the transitions
         self._last_decision: Dict[str, Tuple[Any, str]] = {}
         self._last_role: Dict[str, str] = {}
 
@@ -137,8 +140,9 @@ class Tracer:
             mode = decision.mode.value
             if before != mode:
                 self._mode[host] = mode
+                self.reached.add(coverage.mode(mode))
                 if before is not None:
-                    self.transitions.add("%s -> %s" % (before, mode))
+                    self.transitions.add(coverage.transition(before, mode))
         if self.keep:
             mode = decision.mode.value
             if self._last_mode.get(host) != mode:
@@ -167,11 +171,22 @@ class Tracer:
 
     def fence(self, t: int, host: str, kind: str, by: str) -> None:
         self._feed(t, "fence", host, kind, by)
+        if kind == "watchdog":
+            self.reached.add(coverage.WATCHDOG_RESET)
         if self.keep:
             self.fences.append((seconds(t), host, kind))
 
+    def fence_answer(self, t: int, host: str, action: str, result: str) -> None:
+        pass  # the fence itself is traced; what the device answered shows in the decisions
+
     def fault(self, t: int, index: int, fault: Any, phase: str) -> None:
         self._feed(t, "fault", index, phase)
+        if phase == "onset":
+            role = ""
+            if coverage.by_role(fault.kind):
+                host = fault.target.split(">")[0]
+                role = "master" if self.world.xapi.pool_conf(host)[0] else "slave"
+            self.reached.add(coverage.fault(fault.kind, role))
         if self.keep:
             self.faults.append((seconds(t), phase, fault.label(), index))
 
@@ -181,6 +196,8 @@ class Tracer:
             return
         method = getattr(effect, "method", type(effect).__name__)
         self._feed(t, "action", host, method, op, stale)
+        if not stale and method in coverage.PATHS:
+            self.reached.add(coverage.path(coverage.PATHS[method]))
         if self.keep and method in ("pool.emergency_transition_to_master",
                                     "Async.host.declare_dead", "pool.designate_new_master",
                                     "pool.emergency_reset_master", "StartFence", "DestroyGuests"):
@@ -190,6 +207,8 @@ class Tracer:
         self._feed(t, "daemon", host, what)
         if what == "started":  # a new process: its state starts in `starting`
             self._mode[host] = "starting"
+            self._last_decision.pop(host, None)  # its first decision is a change, whatever it is
+            self.reached.add(coverage.mode("starting"))
         else:
             self._mode.pop(host, None)
         if self.keep:
@@ -393,6 +412,7 @@ class Simulation:
             sim_seconds=duration,
             timeline=tracer.timeline(duration) if tracer.keep else None,
             transitions=frozenset(tracer.transitions),
+            coverage=frozenset(tracer.transitions | tracer.reached),
         )
 
     def _judge_end(self) -> None:

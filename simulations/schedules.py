@@ -66,9 +66,12 @@ VMS = [{"name": "vm-a", "host": "xs1", "restart": "restart"},
 def edges(config: Config) -> List[float]:
     """Every tolerance and delay of ``config``: where a fault's length changes the outcome."""
     b = bounds(config)
-    return sorted({b.isolation_tolerance, b.freeze_tolerance, config.lease_timeout,
-                   config.watchdog_timeout, config.peer_timeout, config.promote_delay,
-                   config.takeover_delay, config.peer_timeout + config.fence_delay})
+    tolerances = {b.isolation_tolerance, b.freeze_tolerance}
+    if config.fence_agent is not None:
+        tolerances.add(b.fence_tolerance)
+    return sorted(tolerances | {config.lease_timeout, config.watchdog_timeout,
+                                config.peer_timeout, config.promote_delay, config.takeover_delay,
+                                config.peer_timeout + config.fence_delay})
 
 
 def around_edges(config: Config) -> List[float]:
@@ -77,10 +80,10 @@ def around_edges(config: Config) -> List[float]:
 
 
 def durations(config: Config) -> List[float]:
-    """Durations just below and just above every edge, just below the tolerance a transient is
-    held to (`held_tolerance`), plus a short and two long ones."""
-    return sorted(set(around_edges(config)) | {round(held_tolerance(config) - 0.1, 1), 0.5,
-                                               30.0, 90.0})
+    """Durations just below and just above every edge, just below each tolerance a transient
+    is held to (`held_tolerance`), plus a short and two long ones."""
+    held = {round(held_tolerance(kind, config) - 0.1, 1) for kind in TRANSIENTS}
+    return sorted(set(around_edges(config)) | held | {0.5, 30.0, 90.0})
 
 
 def targets(kind: str) -> List[str]:
@@ -135,15 +138,19 @@ def scenario(faults: Sequence[Mapping[str, Any]], master: str = "xs1",
 SAFETY_ONLY = {"liveness_bound": "none", "unjustified_fences": 99}
 
 
-def held_tolerance(config: Config) -> float:
-    """How short a transient must be for a generated schedule to expect no fence from it: the
-    isolation tolerance (I - C)/(1 + rho) less one probe window. The documented tolerances are
-    optimistic by about that much (BENCHMARKS.md, open findings of 2026-11-21 for the core): a
-    2.9 s NIC outage can end in a self-fence, with a fence agent a slave frozen 3.1 s can be
-    fenced (peer_timeout), and a 3.9 s freeze can outlast the watchdog (the first cycle after
-    a pause reads again before it feeds)."""
+def held_tolerance(kind: str, config: Config) -> float:
+    """How short a transient of ``kind`` must be for a generated schedule to expect no fence
+    from it: the tolerances of halizard.core.timing (docs/ARCHITECTURE.md section 6). A pause
+    (a freeze or a daemon stall) is held to the freeze tolerance, the watchdog's; every other
+    transient to the isolation tolerance, the lease's. With a fence agent, whatever silences a
+    host towards its peer (not a daemon stall: its kernel still answers) is also held to the
+    fence tolerance: the master fences a peer silent for peer_timeout (finding 2 of the
+    explorer, BENCHMARKS.md)."""
     b = bounds(config)
-    return b.isolation_tolerance - b.probe_window
+    tolerance = b.freeze_tolerance if kind in PAUSES else b.isolation_tolerance
+    if config.fence_agent is not None and kind != "daemon.stall":
+        tolerance = min(tolerance, b.fence_tolerance)
+    return tolerance
 
 
 def expectations(faults: Sequence["Spec"], config: Config) -> Dict[str, Any]:
@@ -152,23 +159,22 @@ def expectations(faults: Sequence["Spec"], config: Config) -> Dict[str, Any]:
     Liveness once every fault has healed: the pool is restored within the default bound, plus
     a reboot if a host may have been reset (a crash, a reboot, a long pause).
 
-    No unjustified fence when every fault is a transient shorter than `held_tolerance` (or
+    No unjustified fence when every fault is a transient shorter than its `held_tolerance` (or
     harmless), each starting at least a watchdog timeout after the previous one healed:
     transients that follow each other closely add up, and the fence oracle sees only the
     latest stall's onset."""
     expect: Dict[str, Any] = {"unjustified_fences": 99}
-    tolerance = held_tolerance(config)
     if all(f.kind in INSTANT or f.duration is not None and f.kind not in NEVER_HEAL
            for f in faults):
-        reset = any(f.kind in RESETS or f.kind in PAUSES and (f.duration or 0.0) >= tolerance
-                    for f in faults)
+        reset = any(f.kind in RESETS or f.kind in PAUSES
+                    and (f.duration or 0.0) >= held_tolerance(f.kind, config) for f in faults)
         expect["liveness_bound"] = "%gs" % (default_liveness_bound(config) + (seconds(
             BOOT_TIME[1] + START_AFTER_BOOT) if reset else 0.0))
     else:
         expect["liveness_bound"] = "none"
     ends = [f.at + (f.duration or 0.0) for f in faults]
     if all(f.kind in HARMLESS or f.kind in TRANSIENTS and f.duration is not None
-           and f.duration < tolerance for f in faults) \
+           and f.duration < held_tolerance(f.kind, config) for f in faults) \
             and all(f.at >= max(ends[:i]) + config.watchdog_timeout
                     for i, f in enumerate(faults) if i):
         expect["unjustified_fences"] = 0

@@ -101,7 +101,12 @@ def test_explain_lists_every_rule_with_numbers():
 def test_tolerances_follow_the_configuration():
     b = bounds(load().config)
     assert b.cycle_max == 1.0
-    assert abs(b.isolation_tolerance - 3.0 / 1.0005) < 1e-9
+    # the lease (4 s) less the lead of the round that decides at its expiry (0.3 s) on the
+    # fastest clock, less one cycle (1 s) on the slowest; the watchdog (5 s) less a cycle and
+    # the reads of one round (0.5 s); the fence agent's peer_timeout (4 s) like the lease
+    assert abs(b.isolation_tolerance - (3.7 / 1.0005 - 1.0 / 0.9995)) < 1e-9
+    assert abs(b.freeze_tolerance - (5.0 / 1.0005 - 1.5 / 0.9995)) < 1e-9
+    assert abs(b.fence_tolerance - b.isolation_tolerance) < 1e-9
     assert check_timing(load().config)[0][0] == "warning"
 
 

@@ -2,8 +2,9 @@
 import pytest
 
 from halizard.core.config import load_config
-from halizard.core.decide import absorb_results, decide
-from halizard.core.observe import QUICK_WAIT, Observation
+from halizard.core.decide import absorb_results, decide, feed_after_pause
+from halizard.core.evidence import heard_in_discarded_round
+from halizard.core.observe import QUICK_WAIT, Observation, read_templates
 from halizard.core.pool import HostView, PoolView, VmView, settings_of
 from halizard.core.state import (
     IllegalTransition,
@@ -14,19 +15,30 @@ from halizard.core.state import (
     initial_state,
 )
 from halizard.effects import (
+    CallStarted,
+    CollectCalls,
+    CollectFenceResults,
     DestroyGuests,
     FenceOutcome,
     FenceStarted,
     GuestList,
+    ListGuests,
+    Now,
+    Parallel,
     PathReport,
     PoolRole,
+    Probe,
     ProbeReport,
+    ReadClock,
+    ReadPoolRole,
+    StartCall,
     StartFence,
     WatchdogControl,
     WatchdogResult,
     XapiCall,
     XapiResult,
 )
+from halizard.loop import cycle
 
 pytestmark = pytest.mark.runtime
 
@@ -270,6 +282,22 @@ def test_master_restarts_halted_protected_vms_by_order_and_never_others():
     assert started == ["OpaqueRef:db"]  # app waits for db's start to finish
 
 
+def test_a_start_on_this_host_arms_the_watchdog_with_it():
+    """R022: a master with no guest (its watchdog disarmed) that starts one on itself arms the
+    watchdog in the same decision: frozen before its next one, it is reset, and the start dies
+    with it, instead of completing after the peer has restarted the VM elsewhere."""
+    state = healthy(pool=view([]))
+    state = evolve(state, guests=(), watchdog_armed=False)
+    pool = view([vm("db", None, state="Halted")])
+    decision = decide(CFG, state, obs(11.0, probe(11.0), pool=pool, guests=()))
+    starts = [a for a in decision.actions if isinstance(a, XapiCall)
+              and a.method == "Async.VM.start_on"]
+    assert [a.args[1] for a in starts] == ["OpaqueRef:h1"]  # on this host
+    assert [a.op for a in decision.actions if isinstance(a, WatchdogControl)] == ["arm"]
+    nothing = decide(CFG, state, obs(11.0, probe(11.0), pool=view([]), guests=()))
+    assert not any(isinstance(a, WatchdogControl) for a in nothing.actions)
+
+
 def test_planned_stop_hands_the_master_role_over():
     state = healthy(pool=view([vm("vm-a", ME)]))
     decision = decide(CFG, state, obs(11.0, probe(11.0), pool=view([vm("vm-a", ME)]), stop=True))
@@ -449,3 +477,62 @@ def test_a_master_that_was_not_acting_waits_to_hear_its_peer_before_acting():
     decision = decide(CFG, evolve(forgotten, acting=False),
                       obs(11.0, probe(11.0), pool=halted, peer_role=None))
     assert not decision.acting_master
+
+
+def test_after_a_pause_the_feed_needs_a_round_that_renews_the_lease():
+    """A round discarded after a pause counts for the lease by its start (a lower bound of the
+    contact, whenever the pause fell): the feed is allowed, valid until that lease expires. A
+    round that saw no contact, or whose start is older than the lease, allows none."""
+    state = healthy()  # fed until 10 s: the lease runs to 9.6 + 4
+    assert state.watchdog_armed
+    fresh = probe(15.0)  # began at 14.6, after the pause
+    feed = feed_after_pause(CFG, state, fresh, 15.0)
+    assert feed is not None and feed.op == "feed"
+    assert feed.valid_until == pytest.approx(14.6 + CFG.lease_timeout)
+    assert feed_after_pause(CFG, state, probe(15.0, peer=False, gw=False), 15.0) is None
+    old = probe(10.9)  # began at 10.5, before a pause that ended at 15.0
+    assert feed_after_pause(CFG, state, old, 15.0) is None
+    assert feed_after_pause(CFG, evolve(state, watchdog_armed=False), fresh, 15.0) is None
+
+
+def test_a_discarded_round_keeps_when_the_peer_was_heard_never_the_lease():
+    state = healthy()
+    report = probe(15.0)._replace(peer=(PathReport("198.18.0.12", 5, False, 14.9),))
+    kept = heard_in_discarded_round(CFG, state, report)
+    assert kept.peer_upper == pytest.approx(14.9) and kept.gateway_upper == pytest.approx(14.95)
+    assert kept.contact_lower == state.contact_lower and kept.peer_lower == state.peer_lower
+
+
+def _answer(effect, report):
+    if isinstance(effect, Probe):
+        return report
+    if isinstance(effect, ListGuests):
+        return GuestList(("uuid-vm-a",))
+    if isinstance(effect, (CollectCalls, CollectFenceResults)):
+        return ()
+    if isinstance(effect, StartCall):
+        return CallStarted(1)
+    return XapiResult(error=("TIMEOUT",))
+
+
+def test_a_cycle_paused_before_its_reads_feeds_then_reads_again():
+    """Finding 2 of the explorer (BENCHMARKS.md): the first cycle after a freeze found its reads
+    too old and read again before it fed the watchdog, which fired meanwhile. Now it feeds on
+    the discarded round's contact first, and what that round heard of the peer still counts
+    for the silence clock."""
+    state = healthy()
+    gen = cycle(CFG, read_templates(CFG), state, Now(10.6, 0.0))  # woke at 10.6, then froze
+    assert isinstance(next(gen), ReadPoolRole)
+    reads = gen.send(PoolRole(ME, True, None))
+    assert isinstance(reads, Parallel)
+    heard = probe(15.0)._replace(peer=(PathReport("198.18.0.12", 5, False, 14.9),))
+    assert isinstance(gen.send(tuple(_answer(e, heard) for e in reads.effects)), ReadClock)
+    feed = gen.send(Now(15.0, 0.0))
+    assert isinstance(feed, WatchdogControl) and feed.op == "feed"
+    assert feed.valid_until == pytest.approx(14.6 + CFG.lease_timeout)
+    assert isinstance(gen.send(WatchdogResult(True)), ReadPoolRole)  # then it reads again
+    reads = gen.send(PoolRole(ME, True, None))
+    silent = probe(15.6, peer=False)
+    assert isinstance(gen.send(tuple(_answer(e, silent) for e in reads.effects)), ReadClock)
+    enact = gen.send(Now(15.6, 0.0))
+    assert enact.decision.state.peer_upper == pytest.approx(14.9)

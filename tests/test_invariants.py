@@ -39,6 +39,25 @@ def test_a_lying_fence_device_is_caught_as_a_double_run():
     assert {"I1", "I6"} <= invariants(result), result.violations
 
 
+def test_a_fence_device_that_lies_only_about_off_is_caught_by_i8():
+    """The catalog's lying device (simulations.mutants, lying-fence-device): "off" answered, the
+    host left running, "status" still truthful. The daemon confirms with "status", so it never
+    believes the lie (no I1, no I6) and nothing it does is unsafe; only the checker's own
+    distrust of the device can see it (I8). Without the lie the run is clean."""
+    s = scenario("N01-link-down-fence-agent.toml")
+    assert not Simulation(s, 0, scenario_config(s)).run().violations
+    sim = Simulation(s, 0, scenario_config(s))
+    power_off = sim.world.power_off
+
+    def lying(name, cause):
+        if cause != "fenced":
+            power_off(name, cause)
+
+    sim.world.power_off = lying
+    result = sim.run()
+    assert invariants(result) == {"I8"}, result.violations
+
+
 HUNG_AND_CUT_OFF = """
 id = "M06"
 title = "Slave cut off while its daemon hangs: only its watchdog can kill its guests"
@@ -106,6 +125,43 @@ def test_feeding_the_watchdog_without_a_lease_is_caught(monkeypatch):
     assert {"I5", "I1"} <= invariants(result), result.violations
 
 
+def test_a_decision_on_reads_older_than_the_read_budget_is_caught(monkeypatch):
+    """Mutation: decide on the reads of a round the daemon was stalled in (never read again).
+    R005's survivor stalls 20 s right after it starts: I5."""
+    import halizard.loop as loop
+    from simulations.matrix import REGRESSIONS_DIR
+
+    s = load_scenario(os.path.join(REGRESSIONS_DIR, "R005-daemon-stalled-right-after-start.toml"))
+    assert not Simulation(s, 0, scenario_config(s)).run().violations
+    templates = loop.read_templates
+    monkeypatch.setattr(loop, "read_templates",
+                        lambda config: dataclasses.replace(templates(config), read_budget=1e9))
+    assert "I5" in invariants(Simulation(s, 0, scenario_config(s)).run())
+
+
+def test_a_promotion_before_promote_delay_is_caught(monkeypatch):
+    """Mutation: the slave promotes itself once the master has been silent for peer_timeout.
+    xapi's own slowness to become master hides the two masters it risks; I7 sees the timing."""
+    s = scenario("H02-master-crash.toml")
+    assert not Simulation(s, 0, scenario_config(s)).run().violations
+    monkeypatch.setattr(decide_module, "_may_claim_master",
+                        lambda config, st, silence: silence >= config.peer_timeout)
+    result = Simulation(s, 0, scenario_config(s)).run()
+    assert "I7" in invariants(result), result.violations
+    assert "promotes itself" in next(v.detail for v in result.violations if v.invariant == "I7")
+
+
+def test_a_slave_that_fences_as_early_as_the_master_is_caught(monkeypatch):
+    """Mutation: no tie-break delay for the slave. On N01 both fence each other at once; I7
+    sees the slave's fence start before peer_timeout + fence_delay."""
+    s = scenario("N01-link-down-fence-agent.toml")
+    assert not Simulation(s, 0, scenario_config(s)).run().violations
+    monkeypatch.setattr(decide_module, "_fence_due", lambda config, is_master: config.peer_timeout)
+    result = Simulation(s, 0, scenario_config(s)).run()
+    assert [v.host for v in result.violations if v.invariant == "I7"] == ["xs2"], \
+        result.violations
+
+
 def test_a_daemon_exception_is_reported_not_swallowed(monkeypatch):
     def broken(*args):
         raise RuntimeError("decision bug")
@@ -152,3 +208,9 @@ def test_runs_report_the_daemon_mode_transitions_they_exercised():
     result = run_scenario(load_scenario(os.path.join(BUILTIN_DIR, "H02-master-crash.toml")), 0)
     assert {"starting -> normal", "normal -> survivor", "survivor -> takeover"} <= result.transitions
     assert result.transitions <= table
+    # and the other counters: the fault on the master, the paths the slave's takeover took
+    assert {"fault host.crash on the master", "mode takeover", "path promotion",
+            "path takeover", "path restart"} <= result.coverage
+    assert result.transitions <= result.coverage
+    assert not {"fault host.crash on the slave", "path self-fence", "path fence agent",
+                "path watchdog reset"} & result.coverage

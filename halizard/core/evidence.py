@@ -73,6 +73,20 @@ def record_probe(config: Config, state: DaemonState, report: ProbeReport) -> Dae
     return evolve(state, **changes) if changes else state
 
 
+def heard_in_discarded_round(config: Config, state: DaemonState, report: ProbeReport
+                             ) -> DaemonState:
+    """What a probe round thrown away after a pause (halizard.loop) still proves: when the peer
+    and the gateway were last heard (the upper bounds). The survivor's silence clock must count
+    from its last evidence of the peer, wherever it came from: the timing proof bounds the
+    peer's last contact by it (without this, a round discarded just as the peer fell silent hid
+    up to a cycle of evidence, and the fence agent started before peer_timeout after the last
+    packet from the peer: I7, found by the explorer). The lower bounds are not kept: the lease,
+    and the lease gap of R006, are measured between rounds decided on."""
+    changes = probe_changes(config, state, report)
+    kept = {k: v for k, v in changes.items() if k in ("peer_upper", "gateway_upper")}
+    return evolve(state, **kept) if kept else state
+
+
 def lease_gap(config: Config, before: DaemonState, after: DaemonState) -> bool:
     """True when this host's own contact has a hole between two decisions: the newest evidence
     begins after the lease held at the previous decision had expired. Nothing but a stall or a

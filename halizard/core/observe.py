@@ -23,7 +23,7 @@ from halizard.core.pool import (
     settings_of,
 )
 from halizard.core.state import DaemonState, Mode
-from halizard.core.timing import read_budget
+from halizard.core.timing import QUICK_WAIT, read_budget
 from halizard.core.watch import Watch
 from halizard.effects import (
     CONNECTION_REFUSED,
@@ -56,7 +56,6 @@ PEER_ROLE_RECHECK = 30.0  # seconds between checks that the peer's xapi is our s
 POOL_REFRESH = 5.0  # seconds between pool database reads in a quiet steady state, unwatched
 FULL_REFRESH = 120.0  # the same while the watcher keeps the view current (host_metrics, and a
                       # consistency check of the watched records)
-QUICK_WAIT = 0.1  # how long a round waits for replies from a peer that is already silent
 
 
 class ReadPlan(NamedTuple):

@@ -40,10 +40,16 @@ class Mode(Enum):
 # self-fenced host never goes straight back to `normal`: it first finds out who is master
 # (`rejoining`), or, seeing only the gateway, waits like any survivor.
 # `self-fenced -> isolated` fences again when a guest appears after the self-fence (a start that
-# was under way when the lease expired, R009). `normal -> takeover` and
-# `maintenance -> takeover` skip the survivor cycles in between: a daemon stalled for less than
-# its lease (a longer stall restarts the silence clock, R006) can find, at its next decision, a
-# peer silent for takeover_delay when peer_timeout + lease_timeout exceed it.
+# was under way when the lease expired, R009). `normal -> takeover` skips the survivor cycles in
+# between: a daemon stalled for less than its lease (a longer stall restarts the silence clock,
+# R006) can find, at its next decision, a peer silent for takeover_delay when peer_timeout +
+# lease_timeout exceed it (D06; never with the default timings). `maintenance -> takeover`: the
+# maintenance ends after the peer has been silent for takeover_delay (O08).
+# Not allowed because the ladder cannot produce them (the coverage counters once showed them
+# never reached): `disabled -> isolated` (a host back from HA off without a lease is first
+# `starting`), `rejoining -> maintenance` and `rejoining -> self-fenced` (a rejoining host
+# becomes normal, or is cut off: isolated), `self-fenced -> takeover` (the first decision of a
+# self-fenced host that sees the gateway again starts its silence clock: survivor first).
 TRANSITIONS: Dict[Mode, FrozenSet[Mode]] = {
     Mode.STARTING: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE,
                               Mode.DISABLED, Mode.STOPPING}),
@@ -54,14 +60,13 @@ TRANSITIONS: Dict[Mode, FrozenSet[Mode]] = {
     Mode.TAKEOVER: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED, Mode.MAINTENANCE,
                               Mode.DISABLED, Mode.STOPPING}),
     Mode.ISOLATED: frozenset({Mode.SELF_FENCED}),
-    Mode.SELF_FENCED: frozenset({Mode.REJOINING, Mode.SURVIVOR, Mode.TAKEOVER, Mode.ISOLATED,
-                                 Mode.DISABLED, Mode.STOPPING}),
-    Mode.REJOINING: frozenset({Mode.NORMAL, Mode.SELF_FENCED, Mode.ISOLATED, Mode.MAINTENANCE,
-                               Mode.DISABLED, Mode.STOPPING}),
+    Mode.SELF_FENCED: frozenset({Mode.REJOINING, Mode.SURVIVOR, Mode.ISOLATED, Mode.DISABLED,
+                                 Mode.STOPPING}),
+    Mode.REJOINING: frozenset({Mode.NORMAL, Mode.ISOLATED, Mode.DISABLED, Mode.STOPPING}),
     Mode.MAINTENANCE: frozenset({Mode.NORMAL, Mode.SURVIVOR, Mode.TAKEOVER, Mode.ISOLATED,
                                  Mode.DISABLED, Mode.STOPPING}),
-    Mode.DISABLED: frozenset({Mode.STARTING, Mode.NORMAL, Mode.SURVIVOR, Mode.ISOLATED,
-                              Mode.MAINTENANCE, Mode.STOPPING}),
+    Mode.DISABLED: frozenset({Mode.STARTING, Mode.NORMAL, Mode.SURVIVOR, Mode.MAINTENANCE,
+                              Mode.STOPPING}),
     Mode.STOPPING: frozenset({Mode.ISOLATED}),
 }
 

@@ -42,6 +42,15 @@ from typing import List, Tuple
 from halizard.core.config import Config, Problem
 from halizard.core.units import format_duration
 
+QUICK_WAIT = 0.1  # how long a round waits for replies from a peer that is already silent
+
+
+def deadline_lead(config: Config) -> float:
+    """How long before a deadline (lease expiry, promotion, takeover, fence) the round that
+    decides on it begins: its last request goes out QUICK_WAIT before the deadline, so that its
+    decision, made when the round ends, falls on the deadline."""
+    return (config.probe_count - 1) * config.probe_spacing + QUICK_WAIT
+
 
 @dataclass(frozen=True)
 class TimingBounds:
@@ -55,6 +64,7 @@ class TimingBounds:
     fence_delay_required: float
     isolation_tolerance: float
     freeze_tolerance: float
+    fence_tolerance: float  # with a fence agent: a peer silent shorter than this is never fenced
 
 
 def bounds(config: Config) -> TimingBounds:
@@ -64,6 +74,8 @@ def bounds(config: Config) -> TimingBounds:
     skew = cycle + config.probe_timeout
     margin = config.safety_margin
     stretch = (1.0 + rho) / (1.0 - rho)
+    lead = deadline_lead(config)
+    reads = max(window, config.xapi_timeout)
     return TimingBounds(
         rho=rho,
         probe_window=window,
@@ -75,10 +87,13 @@ def bounds(config: Config) -> TimingBounds:
         promote_required=(1.0 + rho) * (skew + config.lease_timeout / (1.0 - rho) + cycle) + margin,
         keep_up_required=cycle * stretch + margin,
         fence_delay_required=config.fence_timeout + skew + margin,
-        # Shortest isolation, freeze or stall that may cause a self-fence or watchdog reset:
-        # anything shorter never does. The oracle uses these to classify fences.
-        isolation_tolerance=(config.lease_timeout - cycle) / (1.0 + rho),
-        freeze_tolerance=(config.watchdog_timeout - cycle) / (1.0 + rho),
+        # Shortest isolation, freeze or stall that may cause a self-fence or watchdog reset, and
+        # shortest silence of the peer that may make the fence agent fire: anything shorter
+        # never does (docs/ARCHITECTURE.md section 6, "Tolerances"). The oracle classifies
+        # fences with the first two; exploration expects no fence below all three.
+        isolation_tolerance=(config.lease_timeout - lead) / (1.0 + rho) - cycle / (1.0 - rho),
+        freeze_tolerance=config.watchdog_timeout / (1.0 + rho) - (cycle + reads) / (1.0 - rho),
+        fence_tolerance=(config.peer_timeout - lead) / (1.0 + rho) - cycle / (1.0 - rho),
     )
 
 
@@ -194,6 +209,8 @@ def explain(config: Config) -> str:
     if config.fence_agent is not None:
         lines.append("fence_delay             %s > %s required"
                      % (_f(config.fence_delay), _f(b.fence_delay_required)))
+        lines.append("peer silence never fenced by the agent when shorter than %s"
+                     % _f(b.fence_tolerance))
     return "\n".join(lines)
 
 

@@ -250,24 +250,29 @@ class World:
         """Run a fence action from ``caller`` against ``target``'s BMC; ``done(result)`` later.
 
         The BMC is reached over the caller's management NIC and answers truthfully: "off" only
-        once the target really has no power."""
+        once the target really has no power. Every answer is also told to the observers
+        (``fence_answer``): the checker trusts no fence device (I8)."""
         latency = self.streams("fence").uniform_ns(*FENCE_LATENCY)
         reachable = (self.hosts[caller].running and self.network.nic_down[caller] == 0
                      and self.hosts[target].fence_reachable)
 
+        def answer(result: str) -> None:
+            self.notify("fence_answer", target, action, result)
+            done(result)
+
         def finish() -> None:
             if not reachable:
-                done("unreachable")
+                answer("unreachable")
                 return
             target_host = self.hosts[target]
             if action == "off":
                 if target_host.power != "off":
                     self.notify("fence", target, "agent", caller)
                     self.power_off(target, "fenced")
-                done("off")
+                answer("off")
             elif action == "status":
-                done("off" if target_host.power == "off" else "on")
+                answer("off" if target_host.power == "off" else "on")
             else:
-                done("failed")
+                answer("failed")
 
         self.scheduler.after(latency, finish)
