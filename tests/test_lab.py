@@ -13,8 +13,9 @@ outcome from the lab's ground truth: the timestamped domain start/stop log.
   starts or stops, no host resets, the master stays.
 
 Every wait has a deadline (Lab.wait_until); a failed test keeps its lab directory (daemon logs,
-events, domain log) and names it.
+events, domain log) and names it; HALIZARD_LAB_KEEP=1 keeps every test's.
 """
+import os
 import re
 import shutil
 import sys
@@ -45,7 +46,7 @@ def lab(request):
         failed = getattr(getattr(request.node, "rep_call", None), "failed", True)
     finally:
         problems = running.down()
-        if failed:
+        if failed or os.environ.get("HALIZARD_LAB_KEEP"):
             sys.stderr.write("lab of %s kept in %s\n" % (request.node.name, directory))
         else:
             shutil.rmtree(directory, ignore_errors=True)
