@@ -102,7 +102,8 @@ LAUNCH = ('echo $$ > "$1" && exec unshare --fork --pid --mount --uts --ipc --cgr
 # log file since there is no journald inside, and a record of how each run ended (systemd
 # forgets a stopped unit's exit status once it is inactive). ProtectHome=yes would hide the
 # interpreter: the test machines' Pythons are pyenv's, under /root (dom0's is /usr/bin/python3);
-# read-only still protects what is there.
+# read-only still protects what is there. Likewise PrivateTmp=yes hides a checkout (or its
+# virtualenv) under /tmp, where CI may clone it: then, and only then, the test turns it off.
 DROP_IN = """[Service]
 ExecStart=
 ExecStart=%(python)s -m halizard daemon --config %(inside)s/halizard.toml
@@ -111,7 +112,7 @@ WatchdogSec=%(watchdog)d
 StandardOutput=append:%(inside)s/daemon.log
 ExecStopPost=/bin/sh -c 'echo "$$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS" >> %(inside)s/exits'
 ProtectHome=read-only
-"""
+%(private_tmp)s"""
 # A core dump of the daemon killed by the watchdog (SIGABRT) would land in its working
 # directory, the machine's /: none.
 SYSTEM_CONF = "[Manager]\nDefaultLimitCORE=0\n"
@@ -338,7 +339,10 @@ def list_guests(pool: SimulatedPool, workdir: str) -> None:
 def workdir(tmp_path) -> Iterator[str]:
     """The test's directory: units, configuration, the fake xl; /run/halizard-test inside."""
     d = str(tmp_path)
+    under_tmp = any(p == t or p.startswith(t + "/") for p in (ROOT, sys.executable)
+                    for t in ("/tmp", "/var/tmp"))
     values = {"inside": INSIDE, "python": sys.executable, "root": ROOT,
+              "private_tmp": "PrivateTmp=no\n" if under_tmp else "",
               "watchdog": WATCHDOG_SEC, "systemd": SYSTEMD, "target": TARGET}
     os.mkdir(os.path.join(d, "empty"))
     units = os.path.join(d, "units")
