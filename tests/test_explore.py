@@ -415,7 +415,9 @@ test_faults_at_moments = FaultsAtMoments.TestCase
 def test_the_machine_catches_a_broken_core(mutant):
     """Under a mutant the machine fails, and the faults it injected are noted as a scenario
     file with the seed (shrinking left out, for time)."""
-    quick = settings(FaultsAtMoments.TestCase.settings, max_examples=100, derandomize=True,
+    # feed-without-lease needs 60 to 100 examples here; the budget leaves room for a
+    # different (still derandomized) sequence elsewhere: CI once missed it at 100.
+    quick = settings(FaultsAtMoments.TestCase.settings, max_examples=400, derandomize=True,
                      phases=[Phase.generate])
     undo = apply(by_name(mutant))
     try:
