@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from halizard.core.pool import KEY_ENABLED
 from halizard.runtime.watchdog import RecordingReset, SimulatedWatchdog
+from simulations.lab.netns import run
 from simulations.xapi.pool import SimulatedPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,20 +36,14 @@ HEADER = ("Name                                        ID   Mem VCPUs\tState\tTi
 DOM0_UUID = "00000000-0000-0000-0000-000000000000"
 
 
-def run(*argv: str) -> str:
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=10)
-    if done.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(argv), done.stderr.strip()))
-    return done.stdout
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+             interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds; AssertionError naming ``what`` after ``timeout``."""
     end = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > end:
             raise AssertionError("not within %.0f s: %s" % (timeout, what))
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 class FakeXl:

@@ -6,7 +6,6 @@ short-lived thread that has entered a namespace: a socket opened there (raw ICMP
 stays in that namespace for its whole life, while the test's own threads never leave the
 machine's namespace.
 """
-import ctypes
 import itertools
 import os
 import subprocess
@@ -15,21 +14,11 @@ from typing import Any, Callable, Dict, List
 
 import pytest
 
-CLONE_NEWNET = 0x40000000
+from simulations.lab.netns import enter, run  # one implementation for the lab and tests
+
 _counter = itertools.count(1)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
-
-def run(*argv: str) -> str:
-    """One command, checked, with a deadline (ip and tc answer in milliseconds)."""
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=10)
-    if done.returncode != 0:
-        raise RuntimeError("%s: exit %d: %s" % (" ".join(argv), done.returncode,
-                                                done.stderr.strip()))
-    return done.stdout
 
 
 def in_netns(name: str, fn: Callable[[], Any]) -> Any:
@@ -38,13 +27,7 @@ def in_netns(name: str, fn: Callable[[], Any]) -> Any:
 
     def body() -> None:
         try:
-            fd = os.open("/run/netns/%s" % name, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, "setns(%s): %s" % (name, os.strerror(err)))
-            finally:
-                os.close(fd)
+            enter(name)
             box["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             box["error"] = exc

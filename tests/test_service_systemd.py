@@ -10,6 +10,7 @@ The simulated pool's xapi, the simulated watchdog device and the other files the
 live in the test's directory, bind-mounted at /run/halizard-test. The end is a SIGKILL to that
 PID 1 (a namespace's init ignores SIGTERM), which takes every process inside with it.
 """
+import functools
 import os
 import pty
 import shutil
@@ -18,12 +19,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 import XenAPI
 
 from halizard.runtime.watchdog import RecordingReset, SimulatedWatchdog
+from simulations.onehost import wait_for
 from simulations.xapi import SimulatedPool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -179,12 +181,8 @@ def processes_under(cgroup: str) -> List[str]:
     return found
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("%s not reached within %.0f s" % (what, timeout))
-        time.sleep(0.2)
+# Each poll runs systemctl through nsenter (two processes): poll less often than the default.
+wait_until = functools.partial(wait_for, interval=0.2)
 
 
 class InnerSystemd:
