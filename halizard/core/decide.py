@@ -83,7 +83,8 @@ class Step(NamedTuple):
 class _Cycle:
     """The inputs of one decision, with helpers to build actions. Lives for one call."""
 
-    __slots__ = ("config", "state", "obs", "f", "now", "valid_until", "actions", "intents")
+    __slots__ = ("config", "state", "obs", "f", "now", "valid_until", "actions", "intents",
+                 "unplaced")
 
     def __init__(self, config: Config, state: DaemonState, obs: Observation, f: Facts) -> None:
         self.config = config
@@ -94,6 +95,7 @@ class _Cycle:
         self.valid_until = obs.now + config.probe_interval
         self.actions: List[Any] = []
         self.intents: List[Intent] = []
+        self.unplaced: Tuple[str, ...] = ()  # restart VMs no healthy host has memory for
 
     def xapi(self, intent: Intent, method: str, *args: Any, **kw: Any) -> None:
         self.actions.append(
@@ -311,6 +313,7 @@ def decide(config: Config, state: DaemonState, obs: Observation) -> Decision:
         s.peer_dead,
         exiting,  # exit
         _next_cycle(config, s, f, step.mode, obs),  # next_cycle
+        c.unplaced,  # unplaced
     )
 
 
@@ -323,7 +326,7 @@ def _acting_master(config: Config, s: DaemonState, f: Facts, mode: Mode) -> bool
         return False
     if mode in (Mode.SURVIVOR, Mode.STOPPING) and not _holds_master_role(config, s, f.silence):
         return False
-    if _peer_claims_master(s):
+    if peer_claims_master(s):
         return _keeps_master_role(s) is True
     return not f.peer_visible or _may_act_beside(s)
 
@@ -507,9 +510,9 @@ def _stopping(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
         # over, nothing to wait for.
         return c.step(Mode.STOPPING, "planned shutdown after a self-fence: exiting"), evolve(
             s, handover_requested_at=None)
-    peer = _peer_host(s)
+    peer = peer_host(s)
     if (role.is_master and c.f.peer_visible and s.handover_requested_at is None
-            and not _peer_claims_master(s) and not _may_act_beside(s)
+            and not peer_claims_master(s) and not _may_act_beside(s)
             and (s.mode is not Mode.STOPPING or c.now - s.since < HANDOVER_PATIENCE)):
         return c.step(Mode.STOPPING, "planned shutdown: waiting to hear whether the peer is a "
                       "pool master before handing over"), s
@@ -556,7 +559,7 @@ def _rejoin(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
                   % (role.master_address, c.obs.view_error or "not asked")), s
 
 
-def _peer_claims_master(s: DaemonState) -> bool:
+def peer_claims_master(s: DaemonState) -> bool:
     """The peer's xapi answered as master, or its beacon says it is one."""
     return s.peer_role == "master" or peer_says_master(s)
 
@@ -578,7 +581,7 @@ def _keeps_master_role(s: DaemonState) -> Optional[bool]:
     Both hosts apply the same rule, so exactly one yields: the master running fewer guests
     yields; on a tie, the higher host UUID yields. A self-fenced host has no guests, so it is
     the one that yields to the host that took over."""
-    peer = _peer_host(s)
+    peer = peer_host(s)
     mine = len(s.guests) if s.guests is not None else None
     theirs = s.peer_guests
     if peer is None or mine is None or theirs is None:
@@ -592,7 +595,7 @@ def _two_masters(c: _Cycle, s: DaemonState) -> str:
     pool.emergency_reset_master: xapi then rejoins as slave and kills any duplicate domain
     (xenapi.md 4.5)."""
     keeps = _keeps_master_role(s)
-    peer = _peer_host(s)
+    peer = peer_host(s)
     if keeps is None or peer is None:
         return "two pool masters; counting guests on both before resolving"
     mine, theirs = len(s.guests or ()), s.peer_guests or 0
@@ -608,7 +611,7 @@ def _two_masters(c: _Cycle, s: DaemonState) -> str:
 
 def _maintenance(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     role = c.obs.role
-    peer = _peer_host(s)
+    peer = peer_host(s)
     guests = len(s.guests) if s.guests is not None else -1
     if role.is_master:
         if s.view is None:
@@ -656,7 +659,7 @@ def _normal(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
     if s.view is None:
         return c.step(Mode.NORMAL, "peer visible; pool database not readable (%s)"
                       % (c.obs.view_error or "no answer")), s
-    if _peer_claims_master(s):
+    if peer_claims_master(s):
         return c.step(Mode.NORMAL, _two_masters(c, s)), s
     if not _may_act_beside(s):
         return c.step(Mode.NORMAL, "peer visible; waiting to hear whether it is a pool master "
@@ -706,7 +709,7 @@ def _survivor(c: _Cycle, s: DaemonState) -> Tuple[Step, DaemonState]:
                               lost, _fmt(config.promote_delay), _fmt(config.takeover_delay))), s
         return c.step(Mode.SURVIVOR, "%s; takeover at %s" % (lost, _fmt(config.takeover_delay))), s
 
-    peer = _peer_host(s)
+    peer = peer_host(s)
     view = s.view
     stranded = [v for v in view.vms if peer is not None and v.resident_on == peer.uuid and v.running]
     declaring = any(t.kind == "declare_dead" for t in s.tasks)
@@ -749,7 +752,7 @@ def _fence(c: _Cycle, s: DaemonState, silence: float) -> Tuple[DaemonState, str]
     return evolve(s, fence_action=action), "fencing the peer (%s)" % action
 
 
-def _peer_host(s: DaemonState) -> Optional[HostView]:
+def peer_host(s: DaemonState) -> Optional[HostView]:
     if s.view is None:
         return None
     for h in s.view.hosts:
@@ -776,7 +779,7 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
         # completes, and then started a second time (regression R010).
         return "waiting for xapi to finish clearing the peer's VM records"
     me = view.host(s.local_uuid)
-    peer = _peer_host(s)
+    peer = peer_host(s)
     notes: List[str] = []
     busy_vms = frozenset(t.vm for t in s.tasks if t.vm is not None)
 
@@ -824,7 +827,8 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
         notes.append("starting %s" % ", ".join("%s on %s" % (st.vm.name, st.host.name)
                                                 for st in plan.starts[:MAX_STARTS_PER_CYCLE]))
     if plan.no_capacity:
-        notes.append("no host has memory for %s" % ", ".join(plan.no_capacity))
+        notes.append("no host has memory for %s" % ", ".join(v.name for v in plan.no_capacity))
+        c.unplaced = tuple(v.uuid for v in plan.no_capacity)
     if plan.waiting:
         notes.append("waiting for start order: %s" % ", ".join(plan.waiting))
     starting = [t for t in s.tasks if t.kind == "start"]

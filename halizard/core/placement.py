@@ -26,7 +26,7 @@ class Start:
 @dataclass(frozen=True)
 class Plan:
     starts: Tuple[Start, ...]
-    no_capacity: Tuple[str, ...]  # names of restart VMs that fit on no healthy host
+    no_capacity: Tuple[VmView, ...]  # restart VMs that fit on no healthy host
     waiting: Tuple[str, ...]  # names held back by start order
 
 
@@ -57,7 +57,7 @@ def plan_starts(
     wanted = [v for v in view.vms if wants_start(v)]
     reserved: Dict[str, int] = dict(pending_memory)
     starts: List[Start] = []
-    no_capacity: List[str] = []
+    no_capacity: List[VmView] = []
     waiting: List[str] = []
 
     for policy in (RESTART, BEST_EFFORT):
@@ -95,7 +95,7 @@ def plan_starts(
                     best, best_free = host, free
             if best is None:
                 if policy == RESTART:
-                    no_capacity.append(vm.name)
+                    no_capacity.append(vm)
                 continue
             reserved[best.uuid] = reserved.get(best.uuid, 0) + vm.memory
             starts.append(Start(vm, best))

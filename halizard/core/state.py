@@ -192,6 +192,9 @@ class Decision(NamedTuple):
     peer_dead: bool
     exit: bool = False
     next_cycle: float = 0.0  # monotonic time the next cycle is due (the loop sleeps until then)
+    # Restart VMs the acting master wants running that no healthy host has memory for (uuids):
+    # in the reason too, kept apart for the alerts (halizard.core.alerts).
+    unplaced: Tuple[str, ...] = ()
 
     def line(self) -> str:
         return "%s: %s" % (self.mode.value, self.reason)
