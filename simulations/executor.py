@@ -77,6 +77,10 @@ class SimDaemon:
         self.calls_started = 0
         self.calls_done: List[fx.CallOutcome] = []
         self.decision: Any = None
+        # Told of each decision with the outcomes of its actions (the alerts: runner.py), when
+        # set; the Enact whose outcomes the loop has not received yet.
+        self.on_enacted: Optional[Callable[[Any, Tuple[Any, ...]], None]] = None
+        self._enacting: Any = None
         # Ground truth for the checker (simulations.invariants): when this process started, when
         # its current cycle's reads were issued, and the arrival of the latest packet from the
         # peer its prober received (ns; 0: none since the process started).
@@ -125,6 +129,7 @@ class SimDaemon:
         self.fence_done = []
         self.calls_done = []
         self.decision = None
+        self._enacting = None
         self.gen = run(self.config)
         self.world.notify("daemon", self.name, "started")
         self._step(self.generation, None)
@@ -139,6 +144,7 @@ class SimDaemon:
                 self.gen.close()
             self.gen = None
             self.decision = None
+            self._enacting = None
             self.world.notify("daemon", self.name, "killed")
         if restart and self.host.power == "on":
             self.sched.after(RESTART_DELAY, self._restart, self.generation)
@@ -210,6 +216,10 @@ class SimDaemon:
                 self.crash_after = None
                 self.kill(restart=True)
                 return
+            if self._enacting is not None:
+                decision, self._enacting = self._enacting, None
+                if self.on_enacted is not None:
+                    self.on_enacted(decision, result)
             try:
                 effect = self.gen.send(result)
             except StopIteration:
@@ -275,6 +285,8 @@ class SimDaemon:
                ) -> Tuple[bool, Any]:
         decision = effect.decision
         self.decision = decision
+        if self.on_enacted is not None:
+            self._enacting = decision
         self.world.notify("decision", self.name, decision)
         actions = decision.actions
         if not actions:

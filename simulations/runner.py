@@ -6,8 +6,10 @@ trace hash on any machine and under any PYTHONHASHSEED.
 import hashlib
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
 
+from halizard.core.alerts import Alert, AlertBook, AlertPolicy, observe
 from halizard.core.config import Config, ConfigError, load_config
 from halizard.core.pool import KEY_ENABLED, KEY_VM_RESTART, RESTART
 from halizard.core.timing import bounds
@@ -92,6 +94,7 @@ class RunResult:
     wall: float
     sim_seconds: float
     timeline: Optional[Dict[str, Any]] = None
+    alerts: Tuple[Tuple[float, str, Alert], ...] = ()  # (t, host, alert), when recorded
     transitions: FrozenSet[str] = frozenset()  # "old -> new" daemon modes seen (coverage)
     coverage: FrozenSet[str] = frozenset()  # every coverage counter reached (simulations.coverage)
 
@@ -242,11 +245,33 @@ class Tracer:
         }
 
 
+class AlertRecorder:
+    """The alerts each host's daemon would send (halizard.core.alerts, as the real executor
+    derives them), with when. One book per host for the whole run: the real daemon's book
+    lives as long as its process, and the simulator's daemons restart with the same book, which
+    is the stricter test of the dedup (a restart must not repeat what was said)."""
+
+    def __init__(self, world: World, configs: Mapping[str, Config],
+                 policy: Optional[AlertPolicy] = None) -> None:
+        self.world = world
+        self.configs = configs
+        self.policy = policy or AlertPolicy()
+        self.books = {host: AlertBook(host) for host in configs}
+        self.sent: List[Tuple[float, str, Alert]] = []
+
+    def enacted(self, host: str, decision: Any, outcomes: Tuple[Any, ...]) -> None:
+        book, alerts = observe(self.books[host], self.policy, self.configs[host], decision,
+                               outcomes)
+        self.books[host] = book
+        t = seconds(self.world.now)
+        self.sent.extend((t, host, alert) for alert in alerts)
+
+
 class Simulation:
     """One scenario, one seed, one configuration: the world, the daemons and the checkers."""
 
     def __init__(self, scenario: Scenario, seed: int, config: Config,
-                 keep_timeline: bool = False) -> None:
+                 keep_timeline: bool = False, alerts: Optional[bool] = None) -> None:
         self.scenario = scenario
         self.seed = seed
         self.config = config
@@ -295,6 +320,13 @@ class Simulation:
 
         self.daemons = {name: SimDaemon(world, name, self.configs[name]) for name in scenario.hosts}
         world.daemons = self.daemons
+        # The alerts cost a little every decision: recorded for the report (a timeline) and
+        # when asked, not in the matrix's and the explorer's thousands of runs.
+        self.alerts: Optional[AlertRecorder] = None
+        if alerts or (alerts is None and keep_timeline):
+            recorder = self.alerts = AlertRecorder(world, self.configs)
+            for name, daemon in self.daemons.items():
+                daemon.on_enacted = partial(recorder.enacted, name)
         protected = {_uuid(seed, "vm", v.name) for v in scenario.vms if v.restart != "never"}
         restart_vms = {_uuid(seed, "vm", v.name) for v in scenario.vms if v.restart == RESTART}
         self.checker = Checker(world, config, self.bounds, self.daemons, protected, restart_vms)
@@ -410,10 +442,17 @@ class Simulation:
             events=world.scheduler.events,
             wall=wall,
             sim_seconds=duration,
-            timeline=tracer.timeline(duration) if tracer.keep else None,
+            timeline=self._timeline(duration) if tracer.keep else None,
+            alerts=tuple(self.alerts.sent) if self.alerts is not None else (),
             transitions=frozenset(tracer.transitions),
             coverage=frozenset(tracer.transitions | tracer.reached),
         )
+
+    def _timeline(self, duration: float) -> Dict[str, Any]:
+        timeline = self.tracer.timeline(duration)
+        timeline["alerts"] = [(t, host, alert.state, alert.subject)
+                              for t, host, alert in (self.alerts.sent if self.alerts else ())]
+        return timeline
 
     def _judge_end(self) -> None:
         world = self.world
@@ -460,6 +499,6 @@ def _secs(value: float) -> str:
 
 def run_scenario(scenario: Scenario, seed: int, base: Optional[Mapping[str, Any]] = None,
                  base_source: str = "built-in configuration",
-                 keep_timeline: bool = False) -> RunResult:
+                 keep_timeline: bool = False, alerts: Optional[bool] = None) -> RunResult:
     config = scenario_config(scenario, base, base_source)
-    return Simulation(scenario, seed, config, keep_timeline).run()
+    return Simulation(scenario, seed, config, keep_timeline, alerts).run()
