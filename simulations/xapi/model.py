@@ -164,7 +164,7 @@ class _Db:
     "same generation number of another master's data"."""
 
     __slots__ = ("generation", "lineage", "pool", "host", "host_metrics", "vm", "task", "tables",
-                 "on_change")
+                 "on_change", "messages")
 
     def __init__(self, lineage: int) -> None:
         self.generation = 0
@@ -176,6 +176,9 @@ class _Db:
         self.vm = _Table("VM")
         self.task = _Table("task")
         self.tables = self._index()
+        # Messages (message.create): kept beside the tables, as xapi keeps them beside its
+        # database; not watched by event.from here (the daemon does not subscribe to them).
+        self.messages: Dict[str, Record] = {}
 
     def _index(self) -> Dict[str, _Table]:
         return {t.cls: t for t in (self.pool, self.host, self.host_metrics, self.vm, self.task)}
@@ -215,6 +218,7 @@ class _Db:
         db.vm = self.vm.copy()
         db.task = self.task.copy()
         db.tables = db._index()
+        db.messages = dict(self.messages)
         return db
 
 
@@ -940,6 +944,10 @@ class XapiPool:
         add("VM.power_state_reset", self._vm_power_state_reset, (1, 1), can_async=True)
         add("VM.pool_migrate", self._vm_pool_migrate, (3, 3), can_async=True)
 
+        add("message.create", self._message_create, (5, 5))
+        add("message.get_all_records", self._message_get_all_records, (0, 0))
+        add("message.destroy", self._message_destroy, (1, 1))
+
         add("task.destroy", self._task_destroy, (1, 1))
         add("event.from", self._event_from, (3, 3))
         add("event.get_current_id", self._event_get_current_id, (0, 0))
@@ -1088,6 +1096,44 @@ class XapiPool:
     def _set_other_config(self, ctx: _Ctx, args: List[Any]) -> None:
         if self._record(ctx, "pool", args[0]) is not None:
             ctx.db.update(ctx.db.pool, args[0], other_config=dict(args[1]))
+            ctx.ok("")
+
+    # --- messages ----------------------------------------------------------------------------------
+
+    _MESSAGE_CLASSES = {"VM": "VM", "Host": "host", "Pool": "pool", "SR": None, "VMPP": None,
+                        "VMSS": None, "PVS_proxy": None, "VDI": None, "Certificate": None}
+
+    def _message_create(self, ctx: _Ctx, args: List[Any]) -> None:
+        """message.create(name, priority, cls, obj_uuid, body): the object must exist (for the
+        classes this model holds) and the priority be a number, as xapi checks."""
+        name, priority, cls, obj_uuid, body = args
+        try:
+            level = int(priority)
+        except (TypeError, ValueError):
+            ctx.fail(["FIELD_TYPE_ERROR", "priority"])
+            return
+        if cls not in self._MESSAGE_CLASSES:
+            ctx.fail(["ENUM_VALUE_INVALID", "cls", str(cls)])
+            return
+        table = self._MESSAGE_CLASSES[cls]
+        if table is not None and obj_uuid not in ctx.db.tables[
+                {"VM": "VM", "host": "host", "pool": "pool"}[table]].by_uuid:
+            ctx.fail(["UUID_INVALID", str(cls), str(obj_uuid)])
+            return
+        ref = self._new_ref()
+        ctx.db.messages[ref] = {
+            "uuid": self._new_uuid(), "name": str(name), "priority": str(level), "cls": cls,
+            "obj_uuid": str(obj_uuid), "timestamp": _datetime(self.clock.now()),
+            "body": str(body)}
+        ctx.ok(ref)
+
+    def _message_get_all_records(self, ctx: _Ctx, args: List[Any]) -> None:
+        ctx.ok(dict(ctx.db.messages))
+
+    def _message_destroy(self, ctx: _Ctx, args: List[Any]) -> None:
+        if ctx.db.messages.pop(args[0], None) is None:
+            ctx.fail(["HANDLE_INVALID", "message", str(args[0])])
+        else:
             ctx.ok("")
 
     # --- pool roles ------------------------------------------------------------------------------
@@ -1979,6 +2025,10 @@ class XapiPool:
                                   None if resident is None else resident.name)
             table.view = view
         return view
+
+    def messages(self, host: str) -> List[Record]:
+        """The messages in ``host``'s copy of the database (a master's is live), oldest first."""
+        return sorted(self._xapis[host].db.messages.values(), key=lambda m: str(m["timestamp"]))
 
     def pool_other_config(self, host: str) -> Dict[str, str]:
         """The pool's other_config in ``host``'s copy of the database (a master's is live)."""

@@ -335,6 +335,11 @@ class SimulatedPool:
     def role(self, host: str) -> str:
         return self.clock.run(self.model.role, host)
 
+    def messages(self, host: str) -> List[Dict[str, Any]]:
+        """The XenAPI messages in ``host``'s database (message.create), oldest first."""
+        self._endpoint(host)
+        return self.clock.run(self.model.messages, host)
+
     def xapi_state(self, host: str) -> str:
         return self.clock.run(self.model.xapi_state, host)
 
