@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "instead of a temporary directory")
     sim.set_defaults(func=cmd_simulate)
 
-    from halizard import cli_config, cli_import, cli_pool
+    from halizard import cli_alert, cli_config, cli_import, cli_pool
 
     daemon = sub.add_parser("daemon", help="run the HA daemon (systemd runs it: "
                                            "systemctl start halizard)")
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_config.register(sub)
     cli_pool.register(sub)
     cli_import.register(sub)
+    cli_alert.register(sub)
     return parser
 
 

@@ -77,6 +77,16 @@ def describe(key: str, value: Any) -> Any:
     """A value as shown: fence options by name only (they hold passwords)."""
     if key == "fence_options" and isinstance(value, Mapping):
         return sorted(str(k) for k in value)
+    if key == "alerts" and isinstance(value, Mapping):
+        # The channels and their plain settings; a webhook's URL is a token, hidden.
+        shown = {k: v for k, v in value.items() if not isinstance(v, Mapping)}
+        if isinstance(value.get("email"), Mapping):
+            email = value["email"]
+            shown["email"] = {k: email[k] for k in ("server", "port", "security", "to")
+                              if k in email}
+        if "webhook" in value:
+            shown["webhook"] = "(URL hidden)"
+        return shown
     return value
 
 
@@ -91,7 +101,8 @@ def effective_settings(table: Optional[Mapping[str, Any]], pool_other_config: Ma
 
     defaults = config_to_table(Config(peer_addresses=(), gateway_addresses=()))
     runtime = RuntimeSettings()
-    defaults.update({k: getattr(runtime, k) for k in RUNTIME_KEYS})
+    defaults.update({k: getattr(runtime, k) for k in RUNTIME_KEYS if k != "alerts"})
+    defaults["alerts"] = {}  # the journal and XenAPI messages, no mail, no webhook
     out = []
     for key in [f.name for f in fields(Config)] + ["fence_options"] + list(RUNTIME_KEYS):
         scope = "host" if key in HOST_LOCAL_KEYS else "pool"

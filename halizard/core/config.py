@@ -113,7 +113,7 @@ _REQUIRED = ("peer_addresses", "gateway_addresses")
 # parsed and checked by halizard.runtime.settings; the decision core never sees them.
 RUNTIME_KEYS = ("xapi_url", "xapi_peer_url", "xapi_user", "xapi_password_file", "xapi_ca_file",
                 "interfaces", "state_file", "inventory_file", "pool_conf_file", "xl_command",
-                "host_reset", "system_state_command")
+                "host_reset", "system_state_command", "alerts")
 _KNOWN = tuple(f.name for f in fields(Config)) + ("fence_options",) + RUNTIME_KEYS
 
 

@@ -12,14 +12,20 @@ the configuration is read at start only (both hosts must agree on it; restart bo
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
+import time
 from functools import partial
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
+from halizard.core.alerts import UNSAFE_CONFIGURATION, event_alert
+from halizard.core.alerts import WARNING as WARNING_SEVERITY
 from halizard.core.config import ConfigError
+from halizard.core.pool import KEY_CONFIG_PREFIX
 from halizard.effects import PoolRole
 from halizard.loop import run
+from halizard.runtime.alerts import AlertReporter, Dispatcher, build_channels, describe_channels
 from halizard.runtime.executor import ExecutorError, Host, JournalHandler, RealExecutor
 from halizard.runtime.fence import FenceRunner
 from halizard.runtime.guests import XlToolstack
@@ -29,7 +35,13 @@ from halizard.runtime.poolsettings import describe, pool_settings
 from halizard.runtime.probe import Prober
 from halizard.runtime.publish import StatusPublisher
 from halizard.runtime.selffence import SelfFence
-from halizard.runtime.settings import DOM0_POOL_CA, HostConfig, RuntimeSettings, load_host_config
+from halizard.runtime.settings import (
+    DOM0_POOL_CA,
+    HostConfig,
+    RuntimeSettings,
+    load_alert_setup,
+    load_host_config,
+)
 from halizard.runtime.systemd import ERR, WARNING, Journal, Notifier
 from halizard.runtime.transport import unverified_context
 from halizard.runtime.watchdog import HostReset, SysrqReset, Watchdog
@@ -41,6 +53,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # systemd restarts the daemon
 EXIT_CONFIG = 78  # EX_CONFIG: the unit's RestartPreventExitStatus, no restart loop
 EXIT_RESET = 70  # the recorded (lab) host reset: the daemon stops as the host would
+REFUSAL_DEADLINE = 30.0  # s the refusal's alert may take on its way out (every channel at once)
+STOP_DRAIN = 5.0  # s queued alerts get at a planned stop
 
 
 class RecordedReset(HostReset):
@@ -117,6 +131,42 @@ def build_host(hc: HostConfig, journal: Journal, notifier: Notifier,
                 system_state=runtime.system_state_command)
 
 
+def role_from_files(runtime: RuntimeSettings) -> Optional[PoolRole]:
+    """This host's pool role from xapi's files, or None (for the alerts: never raises)."""
+    try:
+        return read_pool_role(runtime.inventory_file, runtime.pool_conf_file)
+    except LocalFileError:
+        return None
+
+
+def refusal_alert(config_path: str, exc: ConfigError, journal: Journal,
+                  deadline: float = REFUSAL_DEADLINE) -> Dict[str, Dict[str, Any]]:
+    """Say through every channel the file still configures that the daemon refuses it: an HA
+    daemon that does not run must not be a silent one. Waits ``deadline`` at most."""
+    setup, runtime, password, _ = load_alert_setup(config_path)
+    xapi: Optional[XapiAdapter] = None
+    try:
+        xapi = XapiAdapter(runtime.xapi_url, runtime.peer_url, (runtime.xapi_user, password),
+                           tls=tls_context(runtime))
+    except (OSError, ValueError) as error:
+        log.warning("alerts: no XenAPI channel for the refusal (%s)", error)
+    channels = build_channels(setup.settings, setup.smtp_password, journal, xapi,
+                              lambda: role_from_files(runtime))
+    dispatcher = Dispatcher(channels, backoff=(deadline,))
+    dispatcher.offer([event_alert(
+        UNSAFE_CONFIGURATION, socket.gethostname(),
+        "the daemon refuses to start: %d problem%s in %s" % (
+            len(exc.problems), "" if len(exc.problems) == 1 else "s", config_path),
+        tuple(p.render(config_path) for p in exc.problems) + (
+            "This host is not protected until the file is fixed and the daemon started again "
+            "(systemctl restart halizard).",), (("problems", len(exc.problems)),), time.time())])
+    dispatcher.drain(deadline)
+    dispatcher.close()
+    if xapi is not None:
+        xapi.close()
+    return dispatcher.stats()
+
+
 def main(config_path: str) -> int:
     journal = Journal()
     notifier = Notifier()
@@ -137,6 +187,7 @@ def main(config_path: str) -> int:
     except ConfigError as exc:
         journal.record("refusing to start: %s" % exc, ERR)
         notifier.notify("STATUS=" + "refusing to start: invalid configuration")
+        refusal_alert(config_path, exc, journal)
         return EXIT_CONFIG
     for warning in hc.warnings:
         journal.record(warning.render(config_path), WARNING)
@@ -156,6 +207,20 @@ def main(config_path: str) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         journal.record("cannot start: %s" % exc, ERR)
         return EXIT_FAILED
+    channels = build_channels(hc.alerts.settings, hc.alerts.smtp_password, journal, host.xapi,
+                              box.get)
+    dispatcher = Dispatcher(channels, hc.alerts.settings.queue_size)
+    reporter = AlertReporter(hc.config, hc.alerts.settings.policy, dispatcher,
+                             socket.gethostname())
+    host = host._replace(alerts=reporter)
+    journal.record("alerts: %s" % describe_channels(channels))
+    garbled = [w for w in hc.warnings if w.key.startswith(KEY_CONFIG_PREFIX)]
+    if garbled:
+        reporter.offer([event_alert(
+            UNSAFE_CONFIGURATION, socket.gethostname(),
+            "%d pool-wide setting%s not applied: both hosts use their files' values instead" % (
+                len(garbled), "" if len(garbled) == 1 else "s"),
+            tuple(w.render("pool database") for w in garbled), (), time.time(), WARNING_SEVERITY)])
     executor = RealExecutor(host)
     box.executor = executor
     signal.signal(signal.SIGTERM, lambda signum, frame: executor.request_stop(signum))
@@ -174,6 +239,8 @@ def main(config_path: str) -> int:
         status = EXIT_FAILED
     finally:
         notifier.stopping()
+        dispatcher.drain(STOP_DRAIN)  # what is still queued gets a moment, not the stop's time
+        dispatcher.close()
         executor.close()
         host.prober.close()
         if host.carrier is not None:

@@ -10,8 +10,10 @@ left armed, still guards the host).
 
 Besides performing effects, the executor reports each decision: a journal record when the mode
 or the gist of the reason changes (and every REMIND seconds otherwise), the systemd STATUS
-line every cycle, READY once the first decision is made, and the systemd watchdog keep-alive
-from this main loop.
+line every cycle, READY once the first decision is made, the systemd watchdog keep-alive
+from this main loop, and, once its actions are done, the decision and their outcomes to the
+alerts (halizard.runtime.alerts), which derive what an administrator must hear and deliver
+it in the background.
 """
 import logging
 import re
@@ -25,6 +27,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from halizard import effects as fx
 from halizard.core.state import Decision, Mode
+from halizard.runtime.alerts import AlertReporter
 from halizard.runtime.fence import FenceRunner
 from halizard.runtime.guests import Toolstack
 from halizard.runtime.link import CarrierWatch
@@ -70,6 +73,7 @@ class Host(NamedTuple):
     system_state: Tuple[str, ...] = ("systemctl", "is-system-running")
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    alerts: Optional[AlertReporter] = None
 
 
 class RealExecutor:
@@ -233,9 +237,12 @@ class RealExecutor:
         decision: Decision = effect.decision
         self.decision = decision
         self._report(decision)
-        if not decision.actions:
-            return ()
-        return self._all(decision.actions)
+        outcomes = self._all(decision.actions) if decision.actions else ()
+        if self.host.alerts is not None:
+            # After the actions, which alerts never delay: deriving them takes microseconds and
+            # handing them over never waits (halizard.runtime.alerts).
+            self.host.alerts.observe(decision, outcomes)
+        return outcomes
 
     def _start_fence(self, effect: fx.StartFence) -> Any:
         if self.host.fence is None:

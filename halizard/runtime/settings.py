@@ -12,7 +12,7 @@ Defaults are a XenServer / XCP-ng dom0's own paths; the lab overrides them.
 import os
 import shlex
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from halizard.core.config import (
@@ -22,6 +22,7 @@ from halizard.core.config import (
     load_config,
     merge_pool_settings,
 )
+from halizard.runtime.alertconfig import AlertSettings, alert_settings
 from halizard.toml import TomlError, load_file
 
 DOM0_XAPI = "unix:/var/lib/xcp/xapi"
@@ -50,13 +51,22 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True)
+class AlertSetup:
+    """The ``[alerts]`` table, with the SMTP password read from its file."""
+
+    settings: AlertSettings = AlertSettings()
+    smtp_password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """Everything the daemon process needs, loaded from one file."""
 
     config: Config
     runtime: RuntimeSettings
     warnings: Tuple[Problem, ...]
-    password: str
+    password: str = field(repr=False)
+    alerts: AlertSetup = AlertSetup()
 
 
 def _text(table: Mapping[str, Any], key: str, problems: List[Problem]) -> Optional[str]:
@@ -138,6 +148,53 @@ def _private(path: str, what: str, problems: List[Problem], key: str) -> None:
         problems.append(Problem(key, "%s %s must be owned by root" % (what, path)))
 
 
+def _read_secret(path: str, what: str, key: str, problems: List[Problem]) -> str:
+    """The secret in file ``path`` (mode 0600, root's), or "" with a problem."""
+    before = len(problems)
+    _private(path, what, problems, key)
+    if len(problems) > before:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        problems.append(Problem(key, "cannot read %s: %s" % (path, exc.strerror or exc)))
+        return ""
+
+
+def _alert_setup(path: str, table: Mapping[str, Any], problems: List[Problem]) -> AlertSetup:
+    settings = alert_settings(table, problems)
+    if settings.holds_secret:
+        _private(path, "the configuration file (it holds the webhook URL)", problems,
+                 "alerts.webhook")
+    password = ""
+    email = settings.email
+    if email is not None and email.password_file is not None:
+        password = _read_secret(email.password_file, "the SMTP password file",
+                                "alerts.email.password_file", problems)
+    return AlertSetup(settings, password)
+
+
+def load_alert_setup(path: str) -> Tuple[AlertSetup, RuntimeSettings, str, List[Problem]]:
+    """What alerts need from a file that may not load as a whole (the daemon refusing it
+    still says so through every channel it can): the alert setup, the runtime keys, the xapi
+    password; each part that does not parse comes back as problems and its defaults."""
+    problems: List[Problem] = []
+    try:
+        table = load_file(path)
+    except TomlError as exc:
+        return AlertSetup(), RuntimeSettings(), "", [Problem("", "not valid TOML: %s" % exc)]
+    except OSError as exc:
+        return AlertSetup(), RuntimeSettings(), "", [
+            Problem("", "cannot read: %s" % (exc.strerror or exc))]
+    runtime = runtime_settings(table, problems)
+    password = ""
+    if runtime.xapi_password_file is not None:
+        password = _read_secret(runtime.xapi_password_file, "the password file",
+                                "xapi_password_file", problems)
+    return _alert_setup(path, table, problems), runtime, password, problems
+
+
 def load_host_config(path: str, pool_other_config: Optional[Mapping[str, Any]] = None
                      ) -> HostConfig:
     """Read and check the daemon's configuration file, with the pool-wide settings of
@@ -156,15 +213,9 @@ def load_host_config(path: str, pool_other_config: Optional[Mapping[str, Any]] =
         _private(path, "the configuration file", problems, "fence_options")
     password = ""
     if runtime.xapi_password_file is not None:
-        _private(runtime.xapi_password_file, "the password file", problems,
-                 "xapi_password_file")
-        if not problems:
-            try:
-                with open(runtime.xapi_password_file, encoding="utf-8") as handle:
-                    password = handle.read().strip()
-            except OSError as exc:
-                problems.append(Problem("xapi_password_file", "cannot read %s: %s" % (
-                    runtime.xapi_password_file, exc.strerror or exc)))
+        password = _read_secret(runtime.xapi_password_file, "the password file",
+                                "xapi_password_file", problems)
+    alerts = _alert_setup(path, table, problems)
     pool_problems: List[Problem] = []
     if pool_other_config:
         table, pool_problems = merge_pool_settings(table, pool_other_config)
@@ -174,4 +225,5 @@ def load_host_config(path: str, pool_other_config: Optional[Mapping[str, Any]] =
         raise ConfigError(path, exc.problems + problems) from None
     if problems:
         raise ConfigError(path, problems)
-    return HostConfig(loaded.config, runtime, loaded.warnings + tuple(pool_problems), password)
+    return HostConfig(loaded.config, runtime, loaded.warnings + tuple(pool_problems), password,
+                      alerts)
