@@ -25,6 +25,7 @@ A condition is only judged where the decision can tell: while a daemon is ``star
 not yet had contact, so nothing it sees then raises or resolves anything; while HA is off the
 links are not watched. What cannot be judged keeps its last state, without reminders.
 """
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -180,7 +181,6 @@ class Takeover:
     peer_heard: Optional[float]  # when the peer was last heard (monotonic, upper bound)
     reason: str
     starts: Tuple[Tuple[str, str], ...] = ()  # (vm uuid, host uuid) started by this takeover
-    promoted: bool = False
     finished: bool = False  # announced; kept until the peer is no longer believed dead
 
 
@@ -193,6 +193,8 @@ class AlertBook:
     mode: Optional[Mode] = None  # the mode of the decision observed last
     takeover: Optional[Takeover] = None
     self_fenced_at: Optional[float] = None
+    master: Optional[bool] = None  # this host's xapi role at the decision observed last
+    promoted_at: Optional[float] = None  # when it last went from slave to master
 
 
 def observe(book: AlertBook, policy: AlertPolicy, config: Config, decision: Decision,
@@ -224,8 +226,7 @@ def observe(book: AlertBook, policy: AlertPolicy, config: Config, decision: Deci
                 del records[key]
             else:
                 records[key] = updated
-    book = AlertBook(book.host, tuple(sorted(records.items())), decision.mode, book.takeover,
-                     book.self_fenced_at)
+    book = dataclasses.replace(book, records=tuple(sorted(records.items())), mode=decision.mode)
     return book, tuple(alerts)
 
 
@@ -466,6 +467,8 @@ def _events(book: AlertBook, config: Config, decision: Decision, outcomes: Seque
     now = decision.at
     before = book.mode
     self_fenced_at = book.self_fenced_at
+    master = book.master if s.role is None else s.role.is_master
+    promoted_at = now if book.master is False and master else book.promoted_at
     if mode is Mode.ISOLATED and before is not Mode.ISOLATED:
         self_fenced_at = now
         f = facts(config, s, now)
@@ -490,8 +493,9 @@ def _events(book: AlertBook, config: Config, decision: Decision, outcomes: Seque
             (("self_fenced_s_ago", away if away is not None else -1.0),),
             mode.value, decision.reason, decision.wall))
         self_fenced_at = None
-    takeover = _takeover(book.takeover, config, decision, outcomes, host, alerts)
-    return AlertBook(book.host, book.records, book.mode, takeover, self_fenced_at)
+    takeover = _takeover(book.takeover, config, decision, outcomes, host, promoted_at, alerts)
+    return dataclasses.replace(book, takeover=takeover, self_fenced_at=self_fenced_at,
+                               master=master, promoted_at=promoted_at)
 
 
 def _round(value: Optional[float]) -> Optional[float]:
@@ -499,7 +503,8 @@ def _round(value: Optional[float]) -> Optional[float]:
 
 
 def _takeover(t: Optional[Takeover], config: Config, decision: Decision,
-              outcomes: Sequence[Any], host: str, alerts: List[Alert]) -> Optional[Takeover]:
+              outcomes: Sequence[Any], host: str, promoted_at: Optional[float],
+              alerts: List[Alert]) -> Optional[Takeover]:
     s = decision.state
     now = decision.at
     if t is not None and t.finished:
@@ -520,25 +525,21 @@ def _takeover(t: Optional[Takeover], config: Config, decision: Decision,
              ("takeover_delay_s", config.takeover_delay)),
             decision.mode.value, decision.reason, decision.wall))
     starts = list(t.starts)
-    promoted = t.promoted
     for i, intent in enumerate(decision.intents):
         result = outcomes[i] if i < len(outcomes) else None
         ok = result is None or (isinstance(result, XapiResult) and result.ok)
         if intent.kind == "start" and intent.vm is not None and intent.host is not None and ok:
             starts.append((intent.vm, intent.host))
-        elif intent.kind == "promote" and ok:
-            promoted = True
-    t = Takeover(t.started_at, t.peer_heard, t.reason, tuple(starts), promoted)
-    if decision.peer_dead and decision.mode is Mode.TAKEOVER:
-        return t  # still at work
+    t = dataclasses.replace(t, starts=tuple(starts))
     if decision.peer_dead and decision.mode is not Mode.SURVIVOR:
-        return t  # (another mode with the peer dead: a rung above took the decision; wait)
-    alerts.append(_finished(t, decision, host))
-    return Takeover(t.started_at, t.peer_heard, t.reason, t.starts, t.promoted, True) \
-        if decision.peer_dead else None
+        return t  # still at work (takeover), or a rung above took this decision: wait
+    promoted = promoted_at is not None and (t.peer_heard is None or promoted_at >= t.peer_heard)
+    alerts.append(_finished(t, decision, host, promoted_at if promoted else None))
+    return dataclasses.replace(t, finished=True) if decision.peer_dead else None
 
 
-def _finished(t: Takeover, decision: Decision, host: str) -> Alert:
+def _finished(t: Takeover, decision: Decision, host: str, promoted_at: Optional[float]
+              ) -> Alert:
     s = decision.state
     now = decision.at
     names = {}
@@ -568,8 +569,10 @@ def _finished(t: Takeover, decision: Decision, host: str) -> Alert:
     else:
         summary = "stopped before it completed: %s" % decision.reason
     details = tuple(where) + (("Not running: %s." % ", ".join(missing),) if missing else ())
-    if t.promoted:
-        details += ("This host promoted itself to pool master.",)
+    if promoted_at is not None:
+        details += ("This host promoted itself to pool master%s." % (
+            "" if t.peer_heard is None else ", %s after the peer was last heard"
+            % _duration(promoted_at - t.peer_heard)),)
     return Alert(TAKEOVER_FINISHED, TAKEOVER_FINISHED, EVENT,
                  WARNING if decision.peer_dead and not missing else CRITICAL, host, summary,
                  details, (("took_s", round(took, 1)),
