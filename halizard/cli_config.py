@@ -216,6 +216,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     """The daemon's own start-up check of the file (halizard.runtime.settings), alone: the
     timing rules with their numbers, the runtime keys, a secret-holding file's mode."""
     from halizard.core.timing import explain
+    from halizard.runtime.alertconfig import describe_settings
     from halizard.runtime.settings import load_host_config
 
     table = read_table(args.file, required=True)
@@ -235,6 +236,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print("%s: valid" % args.file)
     print(explain(loaded.config))
+    print(describe_settings(loaded.alerts.settings))
     return EXIT_OK
 
 

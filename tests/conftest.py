@@ -7,6 +7,7 @@ import pytest
 collect_ignore = ["test_properties.py"] if sys.version_info < (3, 7) else []
 
 from tests.netns import netns  # noqa: E402,F401 - the fixture for the runtime network tests
+from tests.servers import cert, hook, silent, smtp  # noqa: E402,F401 - servers on loopback
 
 
 @pytest.fixture(autouse=True)

@@ -211,3 +211,21 @@ def _webhook(raw: Any, problems: List[Problem]) -> Optional[WebhookSettings]:
     if len(problems) > before or url is None:
         return None
     return WebhookSettings(url, timeout, ca_file)
+
+
+def describe_settings(settings: AlertSettings) -> str:
+    """One line for `config validate` and the daemon's start: where alerts go."""
+    where = ["the journal"]
+    if settings.xapi_messages:
+        where.append("XenAPI messages on the pool")
+    if settings.email is not None:
+        e = settings.email
+        where.append("e-mail to %s through %s:%d (%s%s)" % (
+            ", ".join(e.recipients), e.server, e.port, e.security,
+            ", login %s" % e.username if e.username else ""))
+    if settings.webhook is not None:
+        where.append("a webhook at %s" % urlsplit(settings.webhook.url).hostname)
+    p = settings.policy
+    return "alerts go to %s; a lasting condition is repeated every %s and resolved after %s " \
+           "clear" % (", ".join(where), "never" if not p.reminder_interval
+                      else "%gs" % p.reminder_interval, "%gs" % p.resolve_after)

@@ -75,7 +75,7 @@ class Deadline:
 
     def explain(self, step: str, exc: BaseException) -> ChannelError:
         """The error for ``exc`` raised during ``step``: a timeout says how long was allowed."""
-        if self.expired or isinstance(exc, socket.timeout):
+        if self.expired or isinstance(exc, socket.timeout) or self.clock() >= self.end:
             return ChannelError("%s: timed out (deadline %.1f s)" % (step, self.seconds))
         text = str(exc) or type(exc).__name__
         return ChannelError("%s: %s" % (step, text))
