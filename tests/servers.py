@@ -126,13 +126,24 @@ class Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def hook():
+def start_hook():
+    """An HTTP server on 127.0.0.1 (of the calling thread's namespace) that records each POST
+    (path, content type, JSON) in ``received`` and answers ``status``."""
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     server.received = []
     server.status = 200
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
+    return server
+
+
+def stop_hook(server):
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def hook():
+    server = start_hook()
+    yield server
+    stop_hook(server)

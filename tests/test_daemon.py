@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -18,7 +19,8 @@ from halizard.effects import XapiCall
 from halizard.runtime.publish import status_key
 from halizard.runtime.xapi import XapiAdapter
 from simulations.onehost import ROOT, OneHost, wait_for
-from tests.netns import needs_root
+from tests.netns import in_netns, needs_root
+from tests.servers import Silent, start_hook, stop_hook
 
 pytestmark = pytest.mark.runtime
 @pytest.fixture
@@ -103,10 +105,81 @@ def test_pool_wide_settings_come_from_the_pool_and_are_kept_for_later(tmp_path):
         text = rig.read_log()
         assert "pool-wide settings from the pool database: gateway_policy=all, " \
             "watchdog_device=/dev/x" in text
-        # A host-local key in the pool is not applied, and the daemon says so.
+        # A host-local key in the pool is not applied, and the daemon says so, as an alert too.
         assert "halizard.config.watchdog_device: not applied" in text
+        assert "unsafe configuration: 1 pool-wide setting not applied" in text
         assert "gateway 198.18.5.3 (all)" in text
         with open(os.path.join(rig.dir, "pool-settings.json")) as handle:
             assert json.load(handle)["halizard.config.gateway_policy"] == "all"
     finally:
         rig.close()
+
+
+@needs_root
+def test_alerts_go_out_and_a_mail_server_that_never_answers_delays_no_decision(host):
+    """The journal, the pool's messages and a webhook get the self-fence as it happens, while
+    the mail server (in the host's namespace, reachable whatever the link does) holds every
+    delivery for its whole 8 s deadline: the self-fence completes on time all the same, and
+    the mail's failure is logged."""
+    mail = in_netns(host.ns, Silent)
+    hook = in_netns(host.ns, start_hook)
+    try:
+        with open(host.config, "a") as handle:
+            handle.write(textwrap.dedent("""\
+                [alerts]
+                resolve_after = "5s"
+                [alerts.email]
+                server = "127.0.0.1"
+                port = %d
+                security = "none"
+                from = "halizard@xs1.example"
+                to = ["ops@example.com"]
+                timeout = "8s"
+                [alerts.webhook]
+                url = "http://127.0.0.1:%d/hook"
+                """ % (mail.port, hook.server_address[1])))
+        os.chmod(host.config, 0o600)  # it holds the webhook's URL
+        daemon = host.start()
+        wait_for(lambda: host.watchdog.kinds().count("feed") >= 3, 20, "the daemon settles")
+        assert "alerts: journal (systemd journal), xapi (XenAPI messages on the pool), email " \
+            "(127.0.0.1:%d (none) to ops@example.com), webhook" % mail.port in host.read_log()
+        cut = time.monotonic()
+        host.link_down()
+        wait_for(lambda: "self-fenced: self-fence complete" in host.read_log(), 15,
+                 "the self-fence completes")
+        completed = time.monotonic() - cut
+        assert completed < 4.0 + 5.0 + 1.0, completed  # as without alerts (the test above)
+        names = lambda: [m["name"] for m in host.pool.messages("xs1")]  # noqa: E731
+        wait_for(lambda: "HALIZARD_SELF_FENCE" in names(), 10, "the pool's message")
+        assert {"HALIZARD_PEER_LOST", "HALIZARD_GATEWAY_LOST"} <= set(names())
+        wait_for(lambda: any(r[2]["kind"] == "self-fence" for r in hook.received), 10,
+                 "the webhook's POST")
+        text = host.read_log()
+        assert "alert: halizard xs1: self-fence: no contact with peer or gateway" in text
+        wait_for(lambda: "alert channel email: connect to 127.0.0.1:%d: timed out (deadline "
+                 "8.0 s)" % mail.port in host.read_log(), 20, "the mail's failure, logged")
+        daemon.terminate()
+        assert daemon.wait(20) == 0
+    finally:
+        host.close()
+        mail.close()
+        stop_hook(hook)
+
+
+@needs_root
+def test_a_refused_configuration_is_an_alert_too(host, hook):
+    with open(host.config) as handle:
+        text = handle.read()
+    with open(host.config, "w") as handle:
+        handle.write(text + 'takeover_delay = "5s"\n[alerts.webhook]\nurl = "http://127.0.0.1:%d/h"'
+                     '\n' % hook.server_address[1])
+    os.chmod(host.config, 0o600)
+    done = subprocess.run([sys.executable, "-m", "halizard", "daemon", "--config", host.config],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+                          timeout=60, universal_newlines=True)
+    assert done.returncode == 78, done.stdout
+    kind = [r[2] for r in hook.received if r[2]["kind"] == "unsafe-configuration"]
+    assert kind and kind[0]["summary"].startswith("the daemon refuses to start: 2 problems in ")
+    assert any("takeover_delay" in line for line in kind[0]["details"])
+    assert [m["name"] for m in host.pool.messages("xs1")] == ["HALIZARD_UNSAFE_CONFIGURATION"]
+    assert "alert: halizard " in done.stdout and "unsafe configuration" in done.stdout
