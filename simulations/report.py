@@ -249,6 +249,7 @@ def scenario_section(summary: ScenarioSummary, anchor: str, uid: str,
     else:
         svg, caption = timeline_svg(sc, timeline, uid, run.violations)
         out.append("<figure>%s<figcaption>%s</figcaption></figure>" % (svg, esc(caption)))
+        out.append(_alerts(timeline))
         out.append(_log(timeline))
     out.append("</section>")
     return "\n".join(out)
@@ -275,6 +276,17 @@ def _fences(run: RunResult) -> str:
                      % (esc(f.host), esc(_secs(f.t)), esc(FENCE_LABELS.get(f.kind, f.kind)),
                         esc(f.by), verdict, esc(f.why)))
     return '<div class="fences">Fences:<ul>%s</ul></div>' % "".join(items)
+
+
+def _alerts(timeline: Mapping[str, Any]) -> str:
+    """What the operator would have been told (halizard.core.alerts), in order."""
+    alerts = sorted(timeline.get("alerts", ()), key=lambda e: e[0])
+    if not alerts:
+        return '<p class="run">Alerts: none.</p>'
+    body = "\n".join("%10.3f s  %-10s %-9s %s" % (t, host, state, subject)
+                     for t, host, state, subject in alerts)
+    return ("<details><summary>Alerts the administrator receives (%d)</summary><pre>%s</pre>"
+            "</details>" % (len(alerts), esc(body)))
 
 
 def _log(timeline: Mapping[str, Any]) -> str:

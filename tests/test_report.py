@@ -57,6 +57,8 @@ def rich_timeline(reason: str = "peer silent 4.6s", label: str = "link.down xs1-
         "log": [(0.1, "xs1", "daemon started"), (0.3, "xs2", "daemon started"),
                 (64.0, "xs2", "survivor: " + reason), (100.0, "xs1", "daemon killed"),
                 (110.0, "xs2", "daemon killed"), (115.0, "xs2", "daemon started")],
+        "alerts": [(64.0, "xs2", "raised", "halizard xs2: peer lost: xs1 silent for 4.6 s"),
+                   (92.0, "xs2", "event", "halizard xs2: takeover finished: 1 VM <restarted>")],
     }
 
 
@@ -298,8 +300,8 @@ def test_decision_log_is_collapsed_and_sorted() -> None:
     timeline["log"] = list(reversed(timeline["log"]))
     page = render([ScenarioSummary(scenario(), [run(0, timeline=timeline)])])
     root = ET.fromstring(page)
-    details = root.find(".//details")
-    assert details is not None
+    details = [d for d in root.iter("details")
+               if (d.findtext("summary") or "").startswith("Decision log")][0]
     assert details.get("open") is None
     assert details.findtext("summary") == "Decision log (6 lines)"
     lines = (details.findtext("pre") or "").splitlines()
@@ -374,3 +376,12 @@ def test_a_flapping_fault_is_labelled_once() -> None:
     assert [t for t in texts(chart(svg)) if t.startswith("link.down")] == [label + " \u00d76"]
     bands = [r for r in chart(svg).iter(SVG + "rect") if r.get("fill") == report.FAULT_FILL]
     assert len(bands) == 6 and len({b.get("y") for b in bands}) == 1
+
+
+def test_each_scenario_lists_the_alerts_its_administrator_receives() -> None:
+    page = render([ScenarioSummary(scenario(), [run(0, timeline=rich_timeline())])])
+    assert "Alerts the administrator receives (2)" in page
+    assert "xs2        raised    halizard xs2: peer lost: xs1 silent for 4.6 s" in page
+    assert "takeover finished: 1 VM &lt;restarted&gt;" in page
+    quiet = dict(rich_timeline(), alerts=[])
+    assert "Alerts: none." in render([ScenarioSummary(scenario(), [run(0, timeline=quiet)])])
