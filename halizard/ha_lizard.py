@@ -281,13 +281,37 @@ def _account(settings: Mapping[str, str], mapped: List[str], unmapped: List[str]
                       % ", ".join("HA_%s" % k for k in present))
     present = [k for k in ALERTS if k in s]
     if present:
-        unmapped.append("%s: not part of halizard: it logs each decision to the journal; alert "
-                        "on `halizard status` (exit 1 degraded, 2 unprotected)"
-                        % ", ".join("HA_%s" % k for k in present))
+        unmapped.append(_alerts_note(s, present))
     unknown = sorted(k for k in s if k not in HANDLED)
     if unknown:
         unmapped.append("%s: unknown HA-Lizard settings: not imported"
                         % ", ".join("HA_%s" % k for k in unknown))
+
+
+def _alerts_note(s: Mapping[str, str], present: Sequence[str]) -> str:
+    """HA-Lizard's mail settings as halizard's [alerts.email], which is host-local (each host's
+    file; the SMTP password in a 0600 file, never in the pool database)."""
+    note = ("%s: alerts are host-local in halizard (they go to the journal and, as XenAPI "
+            "messages, to the pool, always)" % ", ".join("HA_%s" % k for k in present))
+    server = s.get("SMTP_SERVER", "").strip()
+    if s.get("MAIL_ON") != "1" or not server:
+        return note + "; for e-mail add [alerts.email] to each host's file"
+    if server in ("127.0.0.1", "localhost"):
+        return note + ("; HA-Lizard mailed through %s, where dom0 runs no mail server: its mail "
+                       "never left; for e-mail add [alerts.email] with your mail server to each "
+                       "host's file" % server)
+    port = s.get("SMTP_PORT", "").strip() or "25"
+    user = s.get("SMTP_USER", "").strip()
+    security = "tls" if port == "465" else ("starttls" if user or port == "587" else "none")
+    recipients = [r for r in s.get("MAIL_TO", "").replace(",", " ").split() if "@" in r]
+    lines = ["[alerts.email]", "server = \"%s\"" % server, "port = %s" % port,
+             "security = \"%s\"" % security,
+             "from = \"%s\"" % s.get("MAIL_FROM", "").strip(),
+             "to = [%s]" % ", ".join("\"%s\"" % r for r in recipients)]
+    if user:
+        lines += ["username = \"%s\"" % user,
+                  "password_file = \"/etc/halizard/smtp-password\"  # mode 0600"]
+    return note + "; to keep HA-Lizard's e-mail, add to each host's file: " + "; ".join(lines)
 
 
 def render(plan: Plan) -> str:

@@ -247,9 +247,8 @@ class Tracer:
 
 class AlertRecorder:
     """The alerts each host's daemon would send (halizard.core.alerts, as the real executor
-    derives them), with when. One book per host for the whole run: the real daemon's book
-    lives as long as its process, and the simulator's daemons restart with the same book, which
-    is the stricter test of the dedup (a restart must not repeat what was said)."""
+    derives them), with when. A book per daemon process, as on a host: a restarted daemon
+    (its decisions carry a new start time) begins a new one."""
 
     def __init__(self, world: World, configs: Mapping[str, Config],
                  policy: Optional[AlertPolicy] = None) -> None:
@@ -257,9 +256,13 @@ class AlertRecorder:
         self.configs = configs
         self.policy = policy or AlertPolicy()
         self.books = {host: AlertBook(host) for host in configs}
+        self.started: Dict[str, float] = {}
         self.sent: List[Tuple[float, str, Alert]] = []
 
     def enacted(self, host: str, decision: Any, outcomes: Tuple[Any, ...]) -> None:
+        if self.started.get(host) != decision.state.started_at:
+            self.started[host] = decision.state.started_at
+            self.books[host] = AlertBook(host)
         book, alerts = observe(self.books[host], self.policy, self.configs[host], decision,
                                outcomes)
         self.books[host] = book

@@ -133,3 +133,18 @@ def test_ha_lizard_switched_off_leaves_halizards_switch_alone():
     assert [(w.key, w.value) for w in plan.writes] == [(KEY_DEFAULT_RESTART, "never")]
     assert "switch: HA-Lizard off -> halizard's switch left as it is (off)" in plan.mapped
     assert plan.next_steps[-1] == "check with `halizard status`, and `halizard enable` when ready"
+
+
+def test_ha_lizards_mail_settings_become_an_alerts_email_table_for_each_host():
+    plan = plan_import({FLAG: "true", "HA_MAIL_ON": "1", "HA_MAIL_FROM": "ha@example.com",
+                        "HA_MAIL_TO": "ops@example.com,oncall@example.com",
+                        "HA_SMTP_SERVER": "smtp.example.com", "HA_SMTP_PORT": "587",
+                        "HA_SMTP_USER": "ha", "HA_SMTP_PASS": "s3cret"}, [], native_ha=False)
+    (note,) = [u for u in plan.unmapped if u.startswith("HA_MAIL_ON")]
+    assert ('[alerts.email]; server = "smtp.example.com"; port = 587; security = "starttls"; '
+            'from = "ha@example.com"; to = ["ops@example.com", "oncall@example.com"]; '
+            'username = "ha"; password_file = "/etc/halizard/smtp-password"  # mode 0600') in note
+    assert "s3cret" not in repr(plan)
+    local = plan_import({FLAG: "true", "HA_MAIL_ON": "1", "HA_SMTP_SERVER": "127.0.0.1"}, [],
+                        native_ha=False)
+    assert any("dom0 runs no mail server: its mail never left" in u for u in local.unmapped)
