@@ -4,6 +4,7 @@
     python -m simulations.bench failover [--seeds N]  master and slave crash failover times
     python -m simulations.bench loss [--host-days D]  fences under 30% loss, 500 ms jitter
     python -m simulations.bench idle                  XenAPI calls per minute in a quiet pool
+    python -m simulations.bench alerts                what alerts cost a decision, how many come
 
 Each prints a human line per figure and a final JSON object (for the record in BENCHMARKS.md).
 """
@@ -191,6 +192,67 @@ def idle_calls() -> Dict[str, Any]:
             "by_method": {k: round(v / minutes, 1) for k, v in sorted(counts.items())}}
 
 
+def _decisions(scenario: Any, seed: int) -> List[Tuple[str, Any, Any, Tuple[Any, ...]]]:
+    """Every (host, config, decision, outcomes) of one run, as the daemons made them."""
+    from halizard.core.config import load_config
+    from simulations.runner import BUILTIN_CONFIG
+
+    sim = Simulation(scenario, seed, load_config(BUILTIN_CONFIG).config)
+    seen: List[Tuple[str, Any, Any, Tuple[Any, ...]]] = []
+    for name, daemon in sim.daemons.items():
+        daemon.on_enacted = (lambda host: lambda d, o: seen.append(
+            (host, sim.configs[host], d, o)))(name)
+    sim.run()
+    return seen
+
+
+def alerts_bench(seeds: int) -> Dict[str, Any]:
+    """What the alerts cost each decision (halizard.core.alerts.observe, as the executor calls
+    it), and how many the administrator receives: per scenario of the matrix, and over days of
+    30% heartbeat loss."""
+    from halizard.core.alerts import AlertBook, AlertPolicy, observe
+
+    out: Dict[str, Any] = {}
+    policy = AlertPolicy()
+    for name, scenario in (("quiet", parse_scenario(loads(QUIET), "bench-quiet")),
+                           ("master_crash", load_scenario(os.path.join(
+                               BUILTIN_DIR, "H02-master-crash.toml")))):
+        decisions = _decisions(scenario, 0)
+        best = float("inf")
+        for _ in range(5):
+            books = {h: AlertBook(h) for h, _, _, _ in decisions}
+            started = time.perf_counter()
+            for host, config, decision, outcomes in decisions:
+                books[host], _ = observe(books[host], policy, config, decision, outcomes)
+            best = min(best, time.perf_counter() - started)
+        micro = best / len(decisions) * 1e6
+        print("alerts, %s: %.1f us per decision (%d decisions, best of 5)"
+              % (name, micro, len(decisions)))
+        out["us_per_decision_" + name] = round(micro, 1)
+    scenarios = [load_scenario(p) for p in find_scenarios(list(BUILTIN_MATRIX))]
+    counts = []
+    for scenario in scenarios:
+        result = run_scenario(scenario, 0, alerts=True)
+        per_host: Dict[str, int] = {}
+        for _, host, _ in result.alerts:
+            per_host[host] = per_host.get(host, 0) + 1
+        counts.append((max(per_host.values()) if per_host else 0, len(result.alerts),
+                       scenario.id))
+    counts.sort(reverse=True)
+    total = sum(c[1] for c in counts)
+    print("alerts over the matrix (seed 0): %d in %d scenarios, %d with none; most to one host: %s"
+          % (total, len(counts), sum(1 for c in counts if not c[1]),
+             ", ".join("%s %d" % (sid, most) for most, _, sid in counts[:5])))
+    out["matrix_alerts"] = total
+    out["matrix_most_to_one_host"] = {sid: most for most, _, sid in counts[:5]}
+    lossy = parse_scenario(loads(LOSSY), "bench-loss")
+    alerts = sum(len(run_scenario(lossy, seed, alerts=True).alerts) for seed in range(seeds))
+    print("alerts under 30%% loss + 500 ms jitter: %d in %d host-days" % (alerts, seeds * 2))
+    out["loss_alerts"] = alerts
+    out["loss_host_days"] = seeds * 2
+    return out
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulations.bench")
     sub = parser.add_subparsers(dest="what")
@@ -202,6 +264,8 @@ def main(argv: List[str]) -> int:
     lo.add_argument("--host-days", type=float, default=1000.0)
     lo.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     sub.add_parser("idle")
+    al = sub.add_parser("alerts")
+    al.add_argument("--loss-days", type=int, default=5, help="runs of a day of 30%% loss")
     args = parser.parse_args(argv)
     record = {"environment": _environment()}  # type: Dict[str, Any]
     if args.what in (None, "speed"):
@@ -210,6 +274,8 @@ def main(argv: List[str]) -> int:
         record["failover"] = failover(getattr(args, "seeds", 200))
     if args.what == "idle":
         record["idle"] = idle_calls()
+    if args.what == "alerts":
+        record["alerts"] = alerts_bench(args.loss_days)
     if args.what == "loss":
         record["loss"] = loss(args.host_days, args.jobs)
     print(json.dumps(record, sort_keys=True))

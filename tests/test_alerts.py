@@ -118,6 +118,21 @@ def test_a_slower_flap_doubles_the_hold_down():
     assert kinds(sent) == [(GATEWAY_LOST, RESOLVED)]
 
 
+def test_a_daemon_that_has_just_started_has_not_lost_its_peer():
+    def unheard(at):  # the gateway answers; the peer not yet, since the start at 0
+        state = dataclasses.replace(initial_state(0.0, None), mode=Mode.SURVIVOR,
+                                    settings=HA_ON, contact_lower=at, gateway_upper=at)
+        return Decision(at=at, wall=at, mode=Mode.SURVIVOR, reason="survivor: test",
+                        actions=(), intents=(), state=state, acting_master=False,
+                        peer_dead=False)
+
+    book, sent = feed(AlertBook("xs1"), unheard(0.5), unheard(1.5), unheard(4.0))
+    assert sent == []
+    book, sent = feed(book, unheard(4.5))
+    assert kinds(sent) == [(PEER_LOST, RAISED)]
+    assert "silent since this daemon started" in sent[0].summary
+
+
 def test_nothing_is_judged_while_starting_and_links_not_while_ha_is_off():
     book = AlertBook("xs1")
     book, sent = feed(book, decision(10.0, peer_silent=100.0, gateway_silent=100.0,

@@ -365,7 +365,9 @@ def conditions(config: Config, decision: Decision, outcomes: Optional[Sequence[A
     if s.settings.ha_active and mode not in (Mode.DISABLED, Mode.STOPPING):
         scopes.add(LINKS)
         f = facts(config, s, now)
-        if not f.peer_visible:
+        # Silent for peer_timeout, counted from the daemon's start when it never heard it (a
+        # daemon that has just started has not heard its peer yet: that is not news).
+        if not f.peer_visible and _silent(s.peer_upper, s.started_at, now, config):
             name = _peer_name(config, s)
             heard = _ago(now, s.peer_upper)
             seen[PEER_LOST] = Condition(
@@ -376,7 +378,7 @@ def conditions(config: Config, decision: Decision, outcomes: Optional[Sequence[A
                 (), (("peer_silent_s", heard if heard is not None else -1.0),
                      ("gateway_visible", f.gateway_visible),
                      ("takeover_delay_s", config.takeover_delay)))
-        if not f.gateway_visible:
+        if not f.gateway_visible and _silent(s.gateway_upper, s.started_at, now, config):
             heard = _ago(now, s.gateway_upper)
             seen[GATEWAY_LOST] = Condition(
                 GATEWAY_LOST, GATEWAY_LOST, ", ".join(config.gateway_addresses),
@@ -401,6 +403,10 @@ def conditions(config: Config, decision: Decision, outcomes: Optional[Sequence[A
     _vm_conditions(decision, seen, scopes)
     _watchdog_condition(decision, outcomes, seen, scopes)
     return seen, frozenset(scopes)
+
+
+def _silent(heard: Optional[float], started_at: float, now: float, config: Config) -> bool:
+    return now - (heard if heard is not None else started_at) > config.peer_timeout
 
 
 def _vm_conditions(decision: Decision, seen: Dict[str, Condition], scopes: Set[str]) -> None:
