@@ -60,6 +60,7 @@ _halizard() {
         --host) _halizard_names hosts; return ;;
         --explore) _halizard_words "random exhaustive"; return ;;
         --config-variant) _halizard_words "fence-agent gateway-only"; return ;;
+        --channel) _halizard_words "journal xapi email webhook"; return ;;
         --xapi | --user | --timeout | --watch | --order | --start-delay | --seeds | --seed | \
             --jobs | --faults | --count) return ;;
     esac
@@ -68,7 +69,7 @@ _halizard() {
     case $command in
         "")
             _halizard_words "status enable disable maintenance vm config import-ha-lizard
-                             simulate --version --help" ;;
+                             alert simulate --version --help" ;;
         status) _halizard_words "--json --watch $conn" ;;
         enable) _halizard_words "--wait --timeout $conn" ;;
         disable) _halizard_words "--yes --wait --timeout $conn" ;;
@@ -104,6 +105,11 @@ _halizard() {
                     fi ;;
             esac ;;
         import-ha-lizard) _halizard_words "--dry-run --yes $conn" ;;
+        alert)
+            case $action in
+                "") _halizard_words "test" ;;
+                test) _halizard_words "--channel --config --json" ;;
+            esac ;;
         simulate)
             if [[ $cur == -* ]]; then
                 _halizard_words "--seeds --seed --config --json --report --jobs --explore

@@ -57,6 +57,8 @@ def test_subcommands_and_options(shell):
     assert complete(shell, "halizard", "maintenance", "o") == ["on", "off"]
     assert complete(shell, "halizard", "vm", "set", "db", "--restart", "b") == ["best-effort"]
     assert complete(shell, "halizard", "import-ha-lizard", "--d") == ["--dry-run"]
+    assert complete(shell, "halizard", "al") == ["alert"]
+    assert complete(shell, "halizard", "alert", "test", "--channel", "e") == ["email"]
 
 
 def test_vm_names_with_spaces_come_back_quoted(shell):
