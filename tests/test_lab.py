@@ -129,6 +129,13 @@ def test_master_crash(lab):
     took = assert_back_within_bound(lab, at, "xs2")
     lab.wait_until(master_is("xs2"), 10, "xs2 acting as pool master")
     assert_safe(lab)
+    # The survivor told its administrator: the peer lost, the takeover and how it went.
+    lab.wait_until(lambda status: "alert: halizard xs2: takeover finished: " in
+                   lab.daemon_log("xs2"), 20, "xs2's alert that the takeover finished")
+    log = lab.daemon_log("xs2")
+    assert "alert: halizard xs2: peer lost: " in log
+    assert log.index("alert: halizard xs2: takeover started: ") < log.index(
+        "alert: halizard xs2: takeover finished: ")
     # The old master comes back and joins the new one as a slave.
     lab.fault("power-on", "xs1")
     lab.wait_until(rejoined_as_slave("xs1", "xs2"), REJOIN, "xs1 back as a slave of xs2")
@@ -154,6 +161,8 @@ def test_master_nic_down(lab):
     lab.wait_until(master_is("xs2"), 10, "xs2 acting as pool master")
     assert {e.vm for e in stops_of(lab, "xs1")} == {"vm-1", "vm-3"}
     assert not lab.status()["hosts"]["xs1"]["resets"]  # a self-fence, not a reset
+    assert "alert: halizard xs1: self-fence: no contact with peer or gateway" in \
+        lab.daemon_log("xs1")
     assert_safe(lab)
     lab.fault("port-up", "xs1")
     lab.wait_until(rejoined_as_slave("xs1", "xs2"), REJOIN, "xs1 back as a slave of xs2")
