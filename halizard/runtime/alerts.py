@@ -41,11 +41,9 @@ from halizard.core.state import Decision
 from halizard.effects import LOCAL, POOL_SESSION, PoolRole, XapiCall
 from halizard.runtime.alertconfig import AlertSettings
 from halizard.runtime.channel import ChannelError
-from halizard.runtime.mail import Mailer
 from halizard.runtime.systemd import ERR, NOTICE, Journal
 from halizard.runtime.systemd import INFO as JOURNAL_INFO
 from halizard.runtime.systemd import WARNING as JOURNAL_WARNING
-from halizard.runtime.webhook import Webhook
 
 log = logging.getLogger("halizard.alerts")
 
@@ -330,9 +328,14 @@ def build_channels(settings: AlertSettings, smtp_password: str, journal: Journal
     channels: List[Any] = [JournalChannel(journal)]
     if settings.xapi_messages and xapi is not None:
         channels.append(XapiMessages(xapi, role))
+    # Imported only when configured: smtplib and email weigh half a megabyte in dom0's memory.
     if settings.email is not None:
+        from halizard.runtime.mail import Mailer
+
         channels.append(Mailer(settings.email, smtp_password, hostname))
     if settings.webhook is not None:
+        from halizard.runtime.webhook import Webhook
+
         channels.append(Webhook(settings.webhook))
     return channels
 
