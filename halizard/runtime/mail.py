@@ -3,7 +3,10 @@
 dom0 runs no mail server, so the server is always someone else's (HA-Lizard's default of
 127.0.0.1 silently sends nothing). TLS is verified against the system's certificates or the
 ``ca_file`` given; a login is refused without TLS at configuration time. Every step (connect,
-EHLO, STARTTLS, login, the message, QUIT) runs under one deadline for the whole delivery.
+EHLO, STARTTLS, login, the message, QUIT) runs under one deadline for the whole delivery. One
+wait escapes it: looking up a server given by name, which only the resolver's own timeout
+ends (give an address to avoid it); it runs on the e-mail courier's thread, so it delays
+nothing but the mail.
 """
 import smtplib
 import socket
