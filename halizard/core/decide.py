@@ -23,7 +23,7 @@ from halizard.core.config import Config
 from halizard.core.evidence import Facts, facts, lease_gap, probe_changes, record_probe
 from halizard.core.observe import Observation, peer_says_master, task_outcome
 from halizard.core.placement import plan_starts, wants_start
-from halizard.core.pool import HostView
+from halizard.core.pool import HostView, PoolView
 from halizard.core.state import (
     ACTING_MODES,
     Attempt,
@@ -772,7 +772,9 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
     assert view is not None
     if not (s.tasks or s.attempts or s.needs_sync or s.reenable or s.settings.maintenance) and \
             not any(map(wants_start, view.vms)):
-        return "all protected VMs running"  # nothing to plan: the common steady state
+        # nothing to plan: the common steady state, unless xapi holds a halted VM in an
+        # operation of its own (say, a start sent to a host whose xapi hangs: finding 4)
+        return _held_by_xapi(view, s) or "all protected VMs running"
     if any(t.kind == "declare_dead" for t in s.tasks):
         # Until xapi has cleared the peer's records, no VM record is stable: a VM started now
         # (on the peer, back in the meantime) could be reset to Halted by the declaration as it
@@ -842,7 +844,20 @@ def _master_duties(c: _Cycle, s: DaemonState, peer_healthy: bool) -> str:
         names = {v.uuid: v.name for v in view.vms}
         notes.append("retrying %s" % ", ".join("%s (%d failures, %s)" % (
             names.get(a.vm, a.vm), a.failures, a.last_error) for a in failing))
+    held = _held_by_xapi(view, s)
+    if held:
+        notes.append(held)
     return "; ".join(notes) if notes else "all protected VMs running"
+
+
+def _held_by_xapi(view: PoolView, s: DaemonState) -> str:
+    """The note for protected VMs that are halted while xapi runs an operation on them that is
+    not this daemon's (its own starts are counted as starts under way). Nothing may start them
+    elsewhere: the operation may yet complete."""
+    ours = frozenset(t.vm for t in s.tasks)
+    held = [v.name for v in view.vms if v.protected and v.busy and v.power_state == "Halted"
+            and v.uuid not in ours]
+    return "waiting for xapi to finish an operation on %s" % ", ".join(held) if held else ""
 
 
 def _watchdog(config: Config, s: DaemonState, f: Facts, mode: Mode, shutting_down: bool = False,

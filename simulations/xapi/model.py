@@ -497,6 +497,10 @@ class XapiPool:
         self._vm_refs: Dict[str, str] = {}  # name -> ref
         self._domids: Dict[str, int] = {}
         self._start_failures: Dict[str, List[List[str]]] = {}
+        # Starts forwarded to a host whose xapi was hung: never answered (the master's
+        # forwarding connection waits for good), so the VM keeps that operation until its
+        # master's xapi restarts. vm uuid -> (op ref, target host name).
+        self._lost_starts: Dict[str, Tuple[str, str]] = {}
         self._methods = self._method_table()
         db = self._initial_db(hosts, master, vms, pool_other_config or {})
         self._power_on_pool(self._xapis[master], db)
@@ -1385,6 +1389,7 @@ class XapiPool:
             return
         self._set_operation(ctx.db, ref, ctx.op_ref, op, scheduled=target.ref)
         if reach is None:
+            self._lost_starts[record["uuid"]] = (ctx.op_ref, target.name)
             return  # the forwarded call never returns
         key = self._track(target, ctx, ref)
         self._at(target, self._draw(self._ops, self.params.start_latency), self._domain_started,
@@ -2029,6 +2034,21 @@ class XapiPool:
     def messages(self, host: str) -> List[Record]:
         """The messages in ``host``'s copy of the database (a master's is live), oldest first."""
         return sorted(self._xapis[host].db.messages.values(), key=lambda m: str(m["timestamp"]))
+
+    def stuck_starts(self) -> Dict[str, str]:
+        """VMs (uuid -> the host it was sent to) whose start was forwarded to a hung xapi and
+        still holds the VM in the acting master's database: no daemon may start them elsewhere
+        (the start may yet complete), and nothing completes it short of a restart of that
+        master's xapi."""
+        stuck: Dict[str, str] = {}
+        for x in self._xapis.values():
+            if x.state != "up" or not x.running_master:
+                continue
+            for uuid, (op, target) in self._lost_starts.items():
+                ref = x.db.vm.by_uuid.get(uuid)
+                if ref is not None and op in x.db.vm.records[ref]["current_operations"]:
+                    stuck[uuid] = target
+        return stuck
 
     def pool_other_config(self, host: str) -> Dict[str, str]:
         """The pool's other_config in ``host``'s copy of the database (a master's is live)."""
