@@ -87,6 +87,7 @@ class SimDaemon:
         self.started_ns = 0
         self.reads_at = 0
         self.peer_heard = 0
+        self.master_at_read = False  # this host's xapi ran as master at the last ReadPoolRole
         self.crash_after: Optional[int] = None  # exploration hook: crash before effect N
         self.effects = 0
         self._address_to_host = {h.address: h.name for h in world.hosts.values()}
@@ -276,6 +277,8 @@ class SimDaemon:
     def _read_pool_role(self, effect: fx.ReadPoolRole, generation: int, slot: Optional[Slot]
                         ) -> Tuple[bool, Any]:
         is_master, address = self.world.xapi.pool_conf(self.name)
+        # For I4 (simulations.invariants): whether xapi ran as master when the role was read.
+        self.master_at_read = self.world.xapi.role(self.name) == "master"
         role = self._role
         if role is None or role.is_master != is_master or role.master_address != address:
             role = self._role = fx.PoolRole(self.host.uuid, is_master, address)

@@ -231,7 +231,12 @@ class Checker:
             self._silence_rule(host, "promotes itself", self.config.promote_delay,
                                "promote_delay")
         if kind is fx.XapiCall and fx.pool_action(effect.method):
-            if self.world.xapi.role(host) != "master" or decision is None or not decision.acting_master:
+            # Judged on the role the daemon could know: its xapi's when it read its role this
+            # cycle. A role lost between that read and the call (a hand-over committing) cannot
+            # be known in time by any daemon, and is harmless: a xapi that is no longer master
+            # refuses the call (HOST_IS_SLAVE, or no connection while it restarts). R024.
+            master = self.world.xapi.role(host) == "master" or daemon.master_at_read
+            if not master or decision is None or not decision.acting_master:
                 self.violate("I4", host, "%s issued by a host that is not the acting master"
                              % effect.method)
         if kind is fx.WatchdogControl and effect.op in ("arm", "feed"):
