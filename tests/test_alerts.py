@@ -32,7 +32,7 @@ from halizard.core.alerts import (
 )
 from halizard.core.config import load_config
 from halizard.core.decide import Intent
-from halizard.core.pool import Settings
+from halizard.core.pool import HostView, PoolView, Settings
 from halizard.core.state import Decision, Mode, initial_state
 from halizard.effects import STALE, WatchdogControl, WatchdogResult
 from simulations.runner import run_scenario
@@ -131,6 +131,19 @@ def test_a_daemon_that_has_just_started_has_not_lost_its_peer():
     book, sent = feed(book, unheard(4.5))
     assert kinds(sent) == [(PEER_LOST, RAISED)]
     assert "silent since this daemon started" in sent[0].summary
+
+
+def test_alerts_name_the_host_as_the_pool_does_after_the_view_is_gone():
+    # A slave whose master dies loses its view of the pool with it; its peer-lost alert must
+    # still carry the name the pool gives it, not the machine's name (found in the lab).
+    me = HostView("OpaqueRef:me", "uuid-me", "xs2", "198.18.0.12", True, True, 8 << 30, 0)
+    viewed = decision(10.0)
+    viewed = viewed._replace(state=dataclasses.replace(
+        viewed.state, local_uuid="uuid-me",
+        view=PoolView("uuid-peer", True, False, frozenset(), (me,), ())))
+    book, sent = feed(AlertBook("dom0-machine"), viewed, decision(20.0, peer_silent=5.0))
+    assert kinds(sent) == [(PEER_LOST, RAISED)]
+    assert sent[0].host == "xs2" and book.host == "xs2"
 
 
 def test_nothing_is_judged_while_starting_and_links_not_while_ha_is_off():

@@ -188,7 +188,7 @@ class Takeover:
 class AlertBook:
     """What has been announced; observe() is its only transition."""
 
-    host: str  # the name alerts carry when the pool view does not give this host's own
+    host: str  # this host's name in the pool, as last seen (the machine's name until then)
     records: Tuple[Tuple[str, Record], ...] = ()
     mode: Optional[Mode] = None  # the mode of the decision observed last
     takeover: Optional[Takeover] = None
@@ -202,6 +202,10 @@ def observe(book: AlertBook, policy: AlertPolicy, config: Config, decision: Deci
     """The book after ``decision`` (and the ``outcomes`` of its actions, when known), and the
     alerts to send now."""
     host = _host_name(book, decision)
+    if host != book.host:
+        # Remembered: a slave that loses its master loses its view of the pool with it, and
+        # the alerts of that moment must name the host as the pool does.
+        book = dataclasses.replace(book, host=host)
     alerts: List[Alert] = []
     book = _events(book, config, decision, outcomes or (), host, alerts)
     seen, scopes = conditions(config, decision, outcomes)

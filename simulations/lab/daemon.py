@@ -24,7 +24,8 @@ DECISION = re.compile(r"^<(?P<priority>\d)>(?P<mode>%s): (?P<reason>.*)$" % _MOD
 
 
 class DaemonProcess:
-    """``argv`` run as ``ip netns exec NS argv...``; its output goes, timestamped, to ``log``."""
+    """``argv`` run as ``ip netns exec NS argv...`` under the host's name; its output goes,
+    timestamped, to ``log``."""
 
     def __init__(self, host: str, ns: str, argv: List[str], log: IO[str], cwd: str,
                  env: Optional[Dict[str, str]] = None,
@@ -38,7 +39,12 @@ class DaemonProcess:
         self.decisions = 0
         self.stopped_by_signal = False  # SIGSTOP sent and not yet continued
         self._log_lock = threading.Lock()
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns] + argv, cwd=cwd, env=env,
+        # Its own UTS namespace named after the host, as on a real host whose machine name
+        # is its name in the pool (alerts carry it before the daemon has read the pool).
+        # unshare and sh exec in turn, so the pid stays the daemon's.
+        named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns] + named + argv, cwd=cwd,
+                                     env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      close_fds=True)
