@@ -2,8 +2,8 @@
 #
 # `make` bootstraps two virtual environments: .venv (the machine's python3, 3.11 on Debian 12)
 # for development and the full test suite, and .venv36 (pyenv's 3.6.15, the Python of the
-# XCP-ng 8.3 / XenServer 8 dom0) for the runtime tests. Debian packages a step needs are
-# installed here too, so a fresh machine needs nothing else.
+# XCP-ng 8.3 / XenServer 8 dom0) for the runtime tests. Debian packages a step needs are installed here too, so a fresh machine needs nothing
+# else. `make rpm` builds the dom0 package (packaging/halizard.spec) into build/rpm/.
 
 PYTHON ?= python3
 PYTHON36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6.15/bin/python3.6) \
@@ -14,9 +14,11 @@ PY := $(VENV)/bin/python
 PY36 := $(VENV36)/bin/python
 REPORT ?= build/report
 SEEDS ?= 20
-DEBIAN_PACKAGES := openssl gcc libsystemd-dev pkg-config
+# rpm: rpmbuild for `make rpm`, and rpm itself for the package test (tests/test_rpm.py).
+DEBIAN_PACKAGES := openssl gcc libsystemd-dev pkg-config rpm
 
-.PHONY: all demo test lint typecheck unit matrix test36 bench bench-lab explore clean debian-packages
+.PHONY: all demo test lint typecheck unit matrix test36 bench bench-lab explore clean \
+        debian-packages rpm
 
 all: test
 
@@ -47,19 +49,26 @@ demo: $(VENV)/.stamp
 	@echo "Report written to $(abspath $(REPORT))/index.html"
 
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check halizard simulations tests
+	$(VENV)/bin/ruff check halizard simulations tests packaging/halizard
 
 typecheck: $(VENV)/.stamp
 	$(VENV)/bin/mypy
 
-unit: $(VENV)/.stamp
+# debian-packages on each run too: the package test (tests/test_rpm.py) needs rpm and rpmbuild
+# even where the environments were made before rpm joined the list.
+unit: $(VENV)/.stamp debian-packages
 	$(PY) -m pytest -q
 
-test36: $(VENV36)/.stamp
+test36: $(VENV36)/.stamp debian-packages
 	$(PY36) -m pytest -q -m "runtime" -p no:cacheprovider
 	$(PY36) -m halizard simulate --seeds 2
 
 test: lint typecheck unit test36
+
+# The dom0 package: build/rpm/halizard-VERSION-1.noarch.rpm (packaging/halizard.spec; the
+# dependencies pinned for Python 3.6 are fetched from the package registry). About 10 s.
+rpm: $(VENV36)/.stamp debian-packages
+	packaging/build-rpm build/rpm $(PY36) $(PY36)
 
 bench: $(VENV)/.stamp
 	$(PY) -m simulations.bench
