@@ -1,11 +1,12 @@
 # halizard: the two commands that do everything are `make demo` and `make test`.
 #
-# `make` bootstraps two virtual environments: .venv (the machine's python3, 3.11 on Debian 12)
-# for development and the full test suite, and .venv36 (pyenv's 3.6.15, the Python of the
-# XCP-ng 8.3 / XenServer 8 dom0) for the runtime tests. Debian packages a step needs are
-# installed here too, so a fresh machine needs nothing else.
+# `make` bootstraps two virtual environments: .venv (the newest Python here: pyenv's 3.13.0 when
+# it is installed, else the machine's python3) for development and the full test suite, and
+# .venv36 (pyenv's 3.6.15, the Python of the XCP-ng 8.3 / XenServer 8 dom0) for the runtime
+# tests. Debian packages a step needs are installed here too, so a fresh machine needs nothing
+# else. `make rpm` builds the dom0 package (packaging/halizard.spec) into build/rpm/.
 
-PYTHON ?= python3
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13.0/bin/python3.13) python3)
 PYTHON36 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.6.15/bin/python3.6) \
                         $(shell command -v python3.6 2>/dev/null))
 VENV := .venv
@@ -14,11 +15,19 @@ PY := $(VENV)/bin/python
 PY36 := $(VENV36)/bin/python
 REPORT ?= build/report
 SEEDS ?= 20
-DEBIAN_PACKAGES := openssl gcc libsystemd-dev pkg-config
+# rpm: rpmbuild for `make rpm`, and rpm itself for the package test (tests/test_rpm.py).
+DEBIAN_PACKAGES := openssl gcc libsystemd-dev pkg-config rpm
+# .venv is made again when PYTHON is another version than the one it was made with.
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+VENV_VERSION := $(shell $(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 
-.PHONY: all demo test lint typecheck unit matrix test36 bench bench-lab explore clean debian-packages
+.PHONY: all demo test lint typecheck unit matrix test36 bench bench-lab explore clean \
+        debian-packages rpm venv-python
 
 all: test
+
+# Always out of date: makes .venv again when PYTHON is another version.
+venv-python:
 
 debian-packages:
 	@if [ -n "$(DEBIAN_PACKAGES)" ]; then \
@@ -26,7 +35,9 @@ debian-packages:
 	  if [ -n "$$missing" ]; then apt-get update -q && apt-get install -y -q $$missing; fi; \
 	fi
 
-$(VENV)/.stamp: requirements/dev.txt requirements/runtime.txt | debian-packages
+$(VENV)/.stamp: requirements/dev.txt requirements/runtime.txt \
+                $(if $(filter $(PYTHON_VERSION),$(VENV_VERSION)),,venv-python) | debian-packages
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
@@ -47,19 +58,26 @@ demo: $(VENV)/.stamp
 	@echo "Report written to $(abspath $(REPORT))/index.html"
 
 lint: $(VENV)/.stamp
-	$(VENV)/bin/ruff check halizard simulations tests
+	$(VENV)/bin/ruff check halizard simulations tests packaging/halizard
 
 typecheck: $(VENV)/.stamp
 	$(VENV)/bin/mypy
 
-unit: $(VENV)/.stamp
+# debian-packages on each run too: the package test (tests/test_rpm.py) needs rpm and rpmbuild
+# even where the environments were made before rpm joined the list.
+unit: $(VENV)/.stamp debian-packages
 	$(PY) -m pytest -q
 
-test36: $(VENV36)/.stamp
+test36: $(VENV36)/.stamp debian-packages
 	$(PY36) -m pytest -q -m "runtime" -p no:cacheprovider
 	$(PY36) -m halizard simulate --seeds 2
 
 test: lint typecheck unit test36
+
+# The dom0 package: build/rpm/halizard-VERSION-1.noarch.rpm (packaging/halizard.spec; the
+# dependencies pinned for Python 3.6 are fetched from the package registry). About 10 s.
+rpm: $(VENV36)/.stamp debian-packages
+	packaging/build-rpm build/rpm $(PY36) $(PY36)
 
 bench: $(VENV)/.stamp
 	$(PY) -m simulations.bench

@@ -147,8 +147,10 @@ def plan_import(pool_other: Mapping[str, Any], vms: Sequence[Guest], native_ha: 
 
     if switch_on:
         write(KEY_ENABLED, "true", pool_other)
-    steps.append("stop and disable HA-Lizard on both hosts: systemctl disable --now "
-                 "ha-lizard ha-lizard-watchdog")
+    # Its watchdog first (it starts ha-lizard again); no --now, which upstream systemd 219 lacks.
+    steps.append("stop and disable HA-Lizard on both hosts, its watchdog first: systemctl stop "
+                 "ha-lizard-watchdog; systemctl stop ha-lizard; systemctl disable "
+                 "ha-lizard-watchdog ha-lizard")
     steps.append("on each host, set peer_addresses and gateway_addresses in "
                  "/etc/halizard/halizard.toml, then `halizard config validate` and "
                  "`halizard simulate --config /etc/halizard/halizard.toml`")
