@@ -101,7 +101,12 @@ class Silent:
             self.conns.append(conn)
 
     def close(self):
+        # shutdown() wakes the blocked accept() (close() alone does not, on Linux): the thread
+        # ends here, so no later test forks (multiprocessing) beside a stray thread.
+        self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(5)
+        assert not self.thread.is_alive(), "the silent server's accept() did not return"
         for conn in self.conns:
             conn.close()
 

@@ -13,7 +13,6 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 from importlib.util import MAGIC_NUMBER
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
@@ -83,7 +82,6 @@ def snapshot(top: str, skip: Sequence[str] = ()) -> Dict[str, float]:
 
 class Built(NamedTuple):
     path: str
-    seconds: float
     source_changes: List[str]
 
 
@@ -95,19 +93,17 @@ def built(tmp_path_factory):
             ".hypothesis", "__pycache__")
     before = snapshot(REPO, skip)
     out = str(tmp_path_factory.mktemp("rpm"))
-    started = time.monotonic()
     checked(run([BUILD, out, sys.executable, PY36 or ""], timeout=300))
-    seconds = time.monotonic() - started
     after = snapshot(REPO, skip)
     changes = sorted(p for p in set(before) | set(after)
                      if "__pycache__" not in p and before.get(p) != after.get(p))
     rpms = [name for name in os.listdir(out) if name.endswith(".rpm")]
     assert rpms == ["halizard-%s-1.noarch.rpm" % __version__]
-    return Built(os.path.join(out, rpms[0]), seconds, changes)
+    return Built(os.path.join(out, rpms[0]), changes)
 
 
-def test_build_is_quick_and_leaves_the_checkout_alone(built):
-    assert built.seconds < 90
+def test_build_leaves_the_checkout_alone(built):
+    # How long the build takes is a benchmark (BENCHMARKS.md, "The dom0 package"), not a test.
     assert built.source_changes == []
 
 
