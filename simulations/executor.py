@@ -258,6 +258,7 @@ class SimDaemon:
         return handler(effect, generation, slot)
 
     def _later(self, generation: int, slot: Optional[Slot], delay: int, value: Any) -> None:
+        """``value`` handed over ``delay`` ns from now, as a timed effect's result."""
         if slot is None:
             self.sched.after(delay, self._deliver, generation, value)
         else:
@@ -327,8 +328,17 @@ class SimDaemon:
     def _start_probe(self, effect: fx.Probe, generation: int, slot: Optional[Slot]
                      ) -> Tuple[bool, Any]:
         self.reads_at = self.sched.t
-        delay, report = self._probe(effect)
-        self._later(generation, slot, delay, report)
+        delay, finish = self._probe(effect)
+
+        def finished() -> None:
+            if generation == self.generation:  # a restarted daemon's inbox is not this round's
+                report = finish()
+                if slot is None:
+                    self._deliver(generation, report)
+                else:
+                    slot(report)
+
+        self.sched.after(delay, finished)
         return False, None
 
     def _list_guests(self, effect: fx.ListGuests, generation: int, slot: Optional[Slot]
@@ -444,9 +454,15 @@ class SimDaemon:
 
     # --- probes ----------------------------------------------------------------------------------
 
-    def _probe(self, effect: fx.Probe) -> Tuple[int, fx.ProbeReport]:
-        """One probe round. Echo fates are drawn at the round's start; the prober reads each
-        reply (and each request from the peer) as it arrives, and stamps it then."""
+    def _probe(self, effect: fx.Probe) -> Tuple[int, Callable[[], fx.ProbeReport]]:
+        """One probe round: how long it lasts, and what builds its report when it ends. Echo
+        fates are drawn at the round's start; the prober reads each reply (and each request
+        from the peer) as it arrives, and stamps it then. The peer's requests are read at the
+        end, as the real prober drains its socket after reading ``finished``: a request the
+        peer sends after this round began and that arrives before it ends belongs to this
+        round (regression R025: read at the start, it went to the next round, whose lower
+        bound, ``heard_since``, is later than its arrival, and the lease outlived the last
+        real contact)."""
         world = self.world
         net = world.network
         now = self.sched.t
@@ -487,45 +503,52 @@ class SimDaemon:
             if replies:
                 self._contact(now + last)
         finish = now + (peer_end if peer_end > gateway_end else gateway_end)
+        for replies, last in peer_replies:
+            if replies:
+                self._heard_from_peer(now + last)
 
-        # Requests from the peer (its own probes of us) that arrived by the end of this round,
-        # stamped with their arrival (the kernel's receive timestamp).
-        heard: Dict[int, int] = {}
-        beacon, beacon_at = None, -1
-        if self.heard:
-            keep = []
-            for arrival, path, text in self.heard:
-                if arrival <= finish:
-                    if arrival > heard.get(path, 0):
-                        heard[path] = arrival
-                    if arrival > beacon_at:
-                        beacon, beacon_at = text, arrival
-                else:
-                    keep.append((arrival, path, text))
-            self.heard = keep
-        peer_reports = []
-        for path, address in enumerate(effect.peer_addresses):
-            replies, last = peer_replies[path]
-            stamp = now + last if replies else 0
-            if heard.get(path, 0) > stamp:
-                stamp = heard[path]
-            if stamp:
-                self._contact(stamp)
-                if stamp > self.peer_heard:
-                    self.peer_heard = stamp
-            peer_reports.append(fx.PathReport(address, replies, path in heard,
-                                              mono(stamp) if stamp else None))
-        heard_since = self.heard_since
-        self.heard_since = mono(finish)
-        report = fx.ProbeReport(
-            started=mono(now),
-            finished=self.heard_since,
-            heard_since=heard_since,
-            peer=tuple(peer_reports),
-            gateways=tuple(gateway_reports),
-            peer_beacon=beacon,
-        )
+        def report() -> fx.ProbeReport:
+            # Requests from the peer (its own probes of us) that arrived by the end of this
+            # round, stamped with their arrival (the kernel's receive timestamp).
+            heard: Dict[int, int] = {}
+            beacon, beacon_at = None, -1
+            if self.heard:
+                keep = []
+                for arrival, path, text in self.heard:
+                    if arrival <= finish:
+                        if arrival > heard.get(path, 0):
+                            heard[path] = arrival
+                        if arrival > beacon_at:
+                            beacon, beacon_at = text, arrival
+                    else:
+                        keep.append((arrival, path, text))
+                self.heard = keep
+            peer_reports = []
+            for path, address in enumerate(effect.peer_addresses):
+                replies, last = peer_replies[path]
+                stamp = now + last if replies else 0
+                if heard.get(path, 0) > stamp:
+                    stamp = heard[path]
+                    self._heard_from_peer(stamp)
+                peer_reports.append(fx.PathReport(address, replies, path in heard,
+                                                  mono(stamp) if stamp else None))
+            heard_since = self.heard_since
+            self.heard_since = mono(finish)
+            return fx.ProbeReport(
+                started=mono(now),
+                finished=self.heard_since,
+                heard_since=heard_since,
+                peer=tuple(peer_reports),
+                gateways=tuple(gateway_reports),
+                peer_beacon=beacon,
+            )
+
         return finish - now, report
+
+    def _heard_from_peer(self, t: int) -> None:
+        self._contact(t)
+        if t > self.peer_heard:
+            self.peer_heard = t
 
     def _contact(self, t: int) -> None:
         """Ground truth for the checker: this host really received a packet from its peer or a
