@@ -78,7 +78,8 @@ test36: $(VENV36)/.stamp debian-packages
 test: lint typecheck unit test36
 
 # The dom0 package: build/rpm/halizard-VERSION-1.noarch.rpm (packaging/halizard.spec; the
-# dependencies pinned for Python 3.6 are fetched from the package registry). About 10 s.
+# dependencies pinned for Python 3.6 are fetched from the package registry). About 4 s
+# (BENCHMARKS.md, "The dom0 package").
 rpm: $(VENV36)/.stamp debian-packages
 	packaging/build-rpm build/rpm $(PY36) $(PY36)
 

@@ -14,14 +14,14 @@ from simulations.scenario import find_scenarios, load_scenario
 SEEDS = int(os.environ.get("HALIZARD_MATRIX_SEEDS", "20"))
 
 
+def _failure(name, run):
+    return "%s seed %d: %s" % (name, run.seed, "; ".join(
+        ["%s %s" % (v.invariant, v.detail) for v in run.violations] + run.unmet))
+
+
 def _describe(summaries):
-    lines = []
-    for s in summaries:
-        for r in s.runs:
-            if not r.passed:
-                lines.append("%s seed %d: %s" % (s.scenario.id, r.seed, "; ".join(
-                    ["%s %s" % (v.invariant, v.detail) for v in r.violations] + r.unmet)))
-    return "\n".join(lines)
+    return "\n".join(_failure(s.scenario.id, r) for s in summaries for r in s.runs
+                     if not r.passed)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,7 @@ def test_regressions_pass_at_the_seed_they_were_found_with():
         if seed < SEEDS:
             continue  # the matrix's seeds include it
         result = run_scenario(load_scenario(path), seed)
-        assert result.passed, "%s seed %d: %s" % (path, seed, "; ".join(
-            ["%s %s" % (v.invariant, v.detail) for v in result.violations] + result.unmet))
+        assert result.passed, _failure(path, result)
         replayed += 1
     assert replayed >= 1  # R025's seed, 52137
 
